@@ -1,0 +1,5 @@
+import sys
+
+from dxlab.cli import main
+
+sys.exit(main())

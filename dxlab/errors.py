@@ -1,0 +1,37 @@
+"""The exceptions dxlab raises for bad input or a bad environment.
+
+Every error says what was wrong, the value, and what was expected; the CLI
+prints the message and exits non-zero without a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class DxlabError(Exception):
+    """Base class of every error dxlab raises on purpose."""
+
+
+class SettingsError(DxlabError):
+    """A setting (environment variable) holds a value that cannot be used."""
+
+
+class DatasetError(DxlabError):
+    """A data set, manifest or image file is missing, malformed or unsupported.
+
+    ``path`` names the file or folder at fault when there is one; it is put in
+    front of the message so that the user sees which file to look at.
+    """
+
+    def __init__(self, message: str, path: str | Path | None = None) -> None:
+        self.path = None if path is None else str(path)
+        super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+class ChecksumError(DatasetError):
+    """A downloaded or local file does not match its published checksum."""
+
+
+class DataUnavailableError(DatasetError):
+    """A data set cannot be fetched here (offline, or behind a registration page)."""

@@ -1,0 +1,4 @@
+"""Run configs, the training loop, evaluation, MLflow tracking and promotion.
+
+Not built yet: the training issue adds them.
+"""
