@@ -10,6 +10,7 @@ without configuration.
 | ``DXLAB_DATA_ROOT``          | ``$DXLAB_HOME/data``                 |
 | ``DXLAB_MLFLOW_TRACKING_URI``| ``sqlite:///$DXLAB_HOME/mlflow.db``  |
 | ``DXLAB_RECORDS_DATABASE_URL``| ``sqlite:///$DXLAB_HOME/records.db``|
+| ``DXLAB_DEID_KEY_FILE``      | ``$DXLAB_HOME/deid.key``             |
 | ``DXLAB_LOG_LEVEL``          | ``WARNING``                          |
 """
 
@@ -31,6 +32,8 @@ class Settings:
     data_root: Path
     mlflow_tracking_uri: str
     records_database_url: str
+    #: secret for keyed pseudonyms (HMAC-SHA256) in de-identification
+    deid_key_file: Path
     log_level: str
 
     def ensure_home(self) -> Path:
@@ -47,6 +50,16 @@ def _path_setting(name: str, default: Path) -> Path:
     path = Path(raw).expanduser()
     if path.exists() and not path.is_dir():
         raise SettingsError(f"{name}={raw!r} names a file; expected a folder (it is created when missing)")
+    return path.resolve()
+
+
+def _file_setting(name: str, default: Path) -> Path:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    path = Path(raw).expanduser()
+    if path.is_dir():
+        raise SettingsError(f"{name}={raw!r} names a folder; expected a file path")
     return path.resolve()
 
 
@@ -71,6 +84,7 @@ def get_settings() -> Settings:
         data_root=data_root,
         mlflow_tracking_uri=_url_setting("DXLAB_MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}"),
         records_database_url=_url_setting("DXLAB_RECORDS_DATABASE_URL", f"sqlite:///{home / 'records.db'}"),
+        deid_key_file=_file_setting("DXLAB_DEID_KEY_FILE", home / "deid.key"),
         log_level=level,
     )
 
