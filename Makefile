@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo-data
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,9 +23,6 @@ demo: setup
 
 test: setup
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python -m pytest
-
-lint: setup
-	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

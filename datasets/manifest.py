@@ -110,9 +110,10 @@ class Manifest:
     def summary(self) -> dict[str, Any]:
         """Counts by split and class, for the CLI and the demo."""
         table = self.table
-        by_split = {s or "unsplit": int(n) for s, n in table["split"].value_counts(sort=False).items()}
+        present = [s for s in (*SPLITS, "") if (table["split"] == s).any()]
+        by_split = {s or "unsplit": int((table["split"] == s).sum()) for s in present}
         counts = table.groupby(["split", "label"]).size()
-        by_split_class = {(s or "unsplit"): {c: int(counts.get((s, c), 0)) for c in self.classes} for s in table["split"].unique()}
+        by_split_class = {(s or "unsplit"): {c: int(counts.get((s, c), 0)) for c in self.classes} for s in present}
         return {
             "dataset": self.dataset,
             "task": self.task,
@@ -229,14 +230,15 @@ def build_manifest(
     table = pd.DataFrame.from_records(records)
     front = [c for c in REQUIRED_COLUMNS if c in table.columns]
     table = table[front + [c for c in table.columns if c not in REQUIRED_COLUMNS]]
+    synthetic = (root / SYNTHETIC_MARKER).exists()
     return Manifest(
         table=table,
-        dataset=dataset,
+        dataset=f"synthetic_{dataset}" if synthetic and not dataset.startswith("synthetic_") else dataset,
         task=task,
         classes=tuple(classes),
         root=root,
         group_kind=group_kind,
-        synthetic=(root / SYNTHETIC_MARKER).exists(),
+        synthetic=synthetic,
     )
 
 
