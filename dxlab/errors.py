@@ -35,3 +35,7 @@ class ChecksumError(DatasetError):
 
 class DataUnavailableError(DatasetError):
     """A data set cannot be fetched here (offline, or behind a registration page)."""
+
+
+class ConfigError(DxlabError):
+    """A run config is missing, malformed, or holds an unknown key or a bad value."""
