@@ -1,4 +1,4 @@
-"""Decoding image files (PNG, JPEG, TIFF, PGM/PPM) into float arrays.
+"""Decoding image files (PNG, JPEG, TIFF, BMP, PGM/PPM) into float arrays.
 
 The one convention, used everywhere in dxlab:
 
@@ -26,9 +26,9 @@ from PIL import Image, UnidentifiedImageError
 from dxlab.errors import DatasetError
 
 #: Formats (as Pillow names them) that dxlab decodes.
-SUPPORTED_FORMATS = ("PNG", "JPEG", "TIFF", "PPM")
+SUPPORTED_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "PPM")
 #: File suffixes of the supported formats; PGM files are Pillow's "PPM" format.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".ppm")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".pgm", ".ppm")
 #: Largest image accepted, in pixels (a decompression bomb guard).
 MAX_PIXELS = 120_000_000
 

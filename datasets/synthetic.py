@@ -176,22 +176,28 @@ def synth_dermatology(out: Path, n: int, seed: int, size: int) -> str:
 
 # -- breast ultrasound -----------------------------------------------------------
 def draw_breast_us(rng: np.random.Generator, size: int, malignant: bool) -> np.ndarray:
-    """A grey ultrasound-like speckle image with a hypoechoic mass."""
+    """A grey ultrasound-like speckle image with a hypoechoic mass.
+
+    Benign: oval, wider than tall, smooth margin, posterior enhancement.
+    Malignant: irregular, spiculated, taller than wide, posterior shadowing.
+    """
     y, x = _grid(size)
-    layers = 0.35 + 0.15 * np.sin(y * rng.uniform(8, 12) + rng.uniform(0, 6))
-    speckle = rng.rayleigh(0.35, (size, size))
+    layers = 0.45 + 0.15 * np.sin(y * rng.uniform(8, 12) + rng.uniform(0, 6))
+    speckle = rng.rayleigh(0.3, (size, size))
     img = _blur(layers * speckle, 1)
-    cx, cy = rng.uniform(0.35, 0.65), rng.uniform(0.35, 0.6)
+    cx, cy = rng.uniform(0.35, 0.65), rng.uniform(0.3, 0.5)
     theta = np.arctan2(y - cy, x - cx)
-    rr = np.hypot((x - cx) / 1.3, y - cy)
-    r = rng.uniform(0.12, 0.2)
-    if malignant:  # irregular, spiculated margins, taller than wide, posterior shadow
+    r = rng.uniform(0.13, 0.2)
+    below = np.clip((y - cy) / 0.5, 0, 1) * np.exp(-(((x - cx) / (r * 1.1)) ** 2))
+    if malignant:
         r = r * (1 + 0.3 * np.sin(rng.integers(5, 9) * theta) + 0.15 * np.sin(rng.integers(11, 17) * theta))
-        rr = np.hypot((x - cx) / 0.85, y - cy)
-        shadow = np.clip((y - cy) / 0.4, 0, 1) * np.exp(-(((x - cx) / 0.12) ** 2))
-        img *= 1 - 0.6 * shadow
+        rr = np.hypot((x - cx) / 0.8, y - cy)
+        img *= 1 - 0.7 * below  # shadow
+    else:
+        rr = np.hypot((x - cx) / 1.4, y - cy)
+        img *= 1 + 0.6 * below  # enhancement
     mass = np.clip((r - rr) / 0.015, 0, 1)
-    img = img * (1 - 0.8 * mass)
+    img = img * (1 - 0.85 * mass)
     return np.clip(img, 0, 1)
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from dxlab.errors import DatasetError
+
+log = logging.getLogger(__name__)
 
 
 def read_table(path: str | Path, required: Iterable[str] = (), **kwargs) -> pd.DataFrame:
@@ -63,3 +66,27 @@ def sex_from_text(text: str) -> str:
     if t in ("f", "female", "woman"):
         return "female"
     return ""
+
+
+def files_for_rows(
+    ids: Sequence[str], files: Mapping[str, Path], *, table: str | Path, root: str | Path, what: str = "image"
+) -> list[Path | None]:
+    """The file of each table row's id (``files`` maps ids to files), or None where it is absent.
+
+    A partial download stays usable: rows without a file come back as None and
+    are logged as one warning with their count. A table none of whose rows has
+    a file is an error naming the table and the folder: then one of them is the
+    wrong one.
+    """
+    if not ids:
+        raise DatasetError("the table has no rows", table)
+    found = [files.get(i) for i in ids]
+    missing = [i for i, f in zip(ids, found) if f is None]
+    if len(missing) == len(ids):
+        raise DatasetError(f"none of its {len(ids)} {what}s (first {ids[0]!r}) has a file under {root}", table)
+    if missing:
+        log.warning(
+            "%s: %d of %d %ss have no file under %s (a partial download?) and are left out; first: %s",
+            table, len(missing), len(ids), what, root, ", ".join(missing[:3]),
+        )
+    return found

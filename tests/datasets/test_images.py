@@ -14,7 +14,7 @@ def _encode(arr: np.ndarray, fmt: str, mode: str | None = None) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("fmt", ["PNG", "TIFF", "PPM"])
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF", "BMP", "PPM"])
 def test_grey_8bit_is_scaled_by_255(fmt):
     arr = np.array([[0, 51], [204, 255]], np.uint8)
     out = read_image(_encode(arr, fmt))
