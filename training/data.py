@@ -105,6 +105,10 @@ def build_run_manifest(task: str, cfg: DataConfig) -> Manifest:
     manifest = _relabel(_merge(manifests, task), cfg)
     if cfg.positive_class and cfg.positive_class not in manifest.classes:
         raise ConfigError(f"data.positive_class {cfg.positive_class!r} is not one of {list(manifest.classes)}")
+    if cfg.positive_class and len(manifest.classes) == 2:
+        # binary metrics read the last class as positive
+        negative = next(c for c in manifest.classes if c != cfg.positive_class)
+        manifest = manifest.with_table(manifest.table, classes=(negative, cfg.positive_class))
     sp = cfg.split
     manifest = split_manifest(manifest, val=sp.val, test=sp.test, seed=sp.seed, keep_official=sp.keep_official)
     missing = [s for s in ("train", "val", "test") if not (manifest.table["split"] == s).any()]
