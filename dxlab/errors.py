@@ -39,3 +39,16 @@ class DataUnavailableError(DatasetError):
 
 class ConfigError(DxlabError):
     """A run config is missing, malformed, or holds an unknown key or a bad value."""
+
+
+class EvaluationError(DxlabError, ValueError):
+    """Labels, probabilities or logits handed to evaluation are malformed, or a
+    metric is undefined for them (AUROC on a single class, say).
+
+    It is also a ``ValueError``, so callers that catch bad values in general
+    catch it too.
+    """
+
+
+class ModelError(DxlabError):
+    """A model builder, its arguments, its weights or a packaged model cannot be used."""

@@ -17,6 +17,8 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("DXLAB_HOME", str(home))
     monkeypatch.delenv("DXLAB_DATA_ROOT", raising=False)
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    # code that talks to MLflow without dxlab's settings must not write ./mlruns
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"file://{home}/mlruns")
     yield home
 
 

@@ -17,6 +17,7 @@ import math
 import os
 import random
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,8 +300,12 @@ def _log_inputs(mlflow, cfg: RunConfig, manifest: Manifest) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = manifest.save(Path(tmp) / "manifest.csv")
         mlflow.log_artifact(str(path), "data")
-    dataset = mlflow.data.from_pandas(manifest.table, source=str(manifest.root or "(merged sources)"),
-                                      targets="label", name=manifest.dataset, digest=manifest.digest.split(":")[-1][:16])
+    with warnings.catch_warnings():
+        # MLflow registers two local-file source kinds and warns that it picked one
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+        dataset = mlflow.data.from_pandas(manifest.table, source=str(manifest.root or "(merged sources)"),
+                                          targets="label", name=manifest.dataset,
+                                          digest=manifest.digest.split(":")[-1][:16])
     mlflow.log_input(dataset, context="training")
 
 

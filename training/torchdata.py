@@ -14,7 +14,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from monai import transforms as mt
 
 from dxlab.datasets import Manifest
 from dxlab.datasets.images import read_image
@@ -22,8 +21,11 @@ from dxlab.models.preprocessing import PreprocessSpec, preprocess
 from dxlab.training.config import AugmentConfig
 
 
-def build_augment(cfg: AugmentConfig) -> mt.Compose | None:
+def build_augment(cfg: AugmentConfig):
     """MONAI augmentations for (C, H, W) tensors, from the config; None when all are off."""
+    # imported here: MONAI pulls in MLflow and matplotlib, which write caches on import
+    from monai import transforms as mt
+
     steps: list[Callable] = []
     p = cfg.probability
     if cfg.flip_horizontal > 0:
@@ -54,7 +56,7 @@ class ManifestImages(torch.utils.data.Dataset):
         manifest: Manifest,
         spec: PreprocessSpec,
         *,
-        augment: mt.Compose | None = None,
+        augment: Callable | None = None,
         seed: int = 0,
         cache: bool = True,
         reader: Callable = read_image,
