@@ -1,6 +1,6 @@
-"""Importers for a researcher's own data: a folder per class, or a CSV file.
+"""Importers for a researcher's own data: a folder per class, a CSV file, or a DICOM folder with a labels CSV.
 
-Both produce the same manifest as the public-set loaders. ``task`` (one of
+All produce the same manifest as the public-set loaders. ``task`` (one of
 the registry's tasks) tells downstream code which pipeline the data is for.
 """
 
@@ -113,3 +113,128 @@ def import_csv(
         root=root,
         group_kind="patient" if patient_col else "image",
     )
+
+
+#: What a DICOM labels CSV may be keyed by.
+DICOM_KEY_COLUMNS = ("file", "SOPInstanceUID", "StudyInstanceUID")
+
+
+def import_dicom(
+    root: str | Path,
+    *,
+    labels: str | Path,
+    task: str,
+    key_col: str = "file",
+    label_col: str = "label",
+    classes: Sequence[str] | None = None,
+    dataset: str | None = None,
+    key_file: str | Path | None = None,
+) -> Manifest:
+    """Build a manifest from a folder of DICOM files and a CSV of labels.
+
+    ``key_col`` names how the CSV finds its images, and is also the CSV column
+    that holds the key: ``file`` (a path relative to ``root``, or a bare file
+    name when that name is unique), ``SOPInstanceUID`` (one image) or
+    ``StudyInstanceUID`` (every image of the study gets the label). Every file
+    below ``root`` is sniffed; files that are not DICOM, and DICOM files
+    without pixel data, are left out, as are images without a label (logged).
+    A label row that matches no image is an error.
+
+    ``patient_id`` is the keyed pseudonym of the DICOM PatientID (the one
+    ``dxlab deid`` writes, from the same key file), so the manifest never holds
+    a real PatientID; a file without PatientID is grouped by its study (as
+    ``dxlab deid`` does).
+    Metadata columns: modality, body_part, view, laterality, sex, age.
+    """
+    import logging
+
+    from dxlab.datasets.deid import Deidentifier, load_key, patient_basis
+    from dxlab.datasets.dicom import read_dicom_meta
+    from dxlab.datasets.tables import sex_from_text
+
+    log = logging.getLogger(__name__)
+    _check_task(task)
+    if key_col not in DICOM_KEY_COLUMNS:
+        raise DatasetError(f"unknown key column {key_col!r}; expected one of {', '.join(DICOM_KEY_COLUMNS)}")
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir():
+        raise DatasetError("DICOM folder not found", root)
+    labels = Path(labels).expanduser().resolve()
+    table = read_table(labels, required=[key_col, label_col])
+    wanted: dict[str, str] = {}
+    for i, rec in table.iterrows():
+        key = rec[key_col].strip().replace("\\", "/").removeprefix("./")
+        label = rec[label_col].strip()
+        if not key or not label:
+            raise DatasetError(f"row {i + 2}: empty value in column {key_col if not key else label_col!r}", labels)
+        if wanted.setdefault(key, label) != label:
+            raise DatasetError(f"row {i + 2}: {key_col} {key!r} is labelled both {wanted[key]!r} and {label!r}", labels)
+
+    images = []  # (relative path, meta)
+    not_dicom = no_pixels = 0
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if not path.is_file() or path == labels or any(part.startswith(".") for part in rel.parts):
+            continue
+        try:
+            meta = read_dicom_meta(path)
+        except DatasetError:
+            not_dicom += 1
+            continue
+        if not meta.has_pixels:
+            no_pixels += 1
+            continue
+        images.append((rel.as_posix(), meta))
+    if not images:
+        raise DatasetError(f"no DICOM images found below the folder ({not_dicom} other files, {no_pixels} DICOM files without pixel data)", root)
+    if no_pixels:
+        log.info("%s: %d DICOM files without pixel data (reports, presentation states) left out", root, no_pixels)
+
+    names: dict[str, list[str]] = {}
+    for rel, _ in images:
+        names.setdefault(rel.rsplit("/", 1)[-1], []).append(rel)
+
+    def key_of(rel: str, meta) -> str:
+        if key_col == "SOPInstanceUID":
+            return meta.sop_uid
+        if key_col == "StudyInstanceUID":
+            return meta.study_uid
+        if rel in wanted:
+            return rel
+        name = rel.rsplit("/", 1)[-1]
+        return name if len(names[name]) == 1 else rel
+
+    pseudonymise = Deidentifier(load_key(key_file)).pseudonym
+    rows, used, unlabelled = [], set(), 0
+    for rel, meta in images:
+        key = key_of(rel, meta)
+        if key not in wanted:
+            unlabelled += 1
+            continue
+        used.add(key)
+        group = patient_basis(meta.patient_id, meta.study_uid) or f"file:{rel}"
+        rows.append({
+            "path": rel,
+            "label": wanted[key],
+            "patient_id": pseudonymise(group),
+            "modality": meta.modality,
+            "body_part": meta.body_part,
+            "view": meta.view_position,
+            "laterality": meta.laterality,
+            "sex": sex_from_text(meta.sex),
+            "age": meta.age,
+        })
+    missing = [k for k in wanted if k not in used]
+    if missing:
+        raise DatasetError(
+            f"{len(missing)} of {len(wanted)} label rows match no DICOM image below {root} by {key_col} "
+            f"(first: {', '.join(repr(m) for m in missing[:5])})",
+            labels,
+        )
+    if unlabelled:
+        log.warning("%s: %d DICOM images have no row in %s and are left out", root, unlabelled, labels.name)
+    class_list = list(classes) if classes else sorted({r["label"] for r in rows})
+    unknown = sorted({r["label"] for r in rows} - set(class_list))
+    if unknown:
+        raise DatasetError(f"label column {label_col!r} holds {unknown[:5]}, not among the classes {class_list}", labels)
+    return build_manifest(rows, dataset=dataset or root.name, task=task, classes=class_list, root=root, group_kind="patient")

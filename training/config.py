@@ -230,6 +230,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Set dotted keys in the raw YAML dict; an unknown key lists the valid ones."""
     keys = set(valid_keys())
+    # a whole section may be set too (e.g. train.early_stopping=null)
+    keys |= {".".join(k.split(".")[:i]) for k in keys for i in range(1, k.count(".") + 1)}
     for text in overrides:
         path, value = parse_override(text)
         dotted = ".".join(path)

@@ -131,7 +131,7 @@ def list_models() -> list[dict[str, Any]]:
     out = []
     for rm in c.search_registered_models():
         versions = c.search_model_versions(f"name='{rm.name}'")
-        aliases = dict(rm.aliases or {})
+        aliases = {a: str(v) for a, v in (rm.aliases or {}).items()}
         out.append({
             "name": rm.name,
             "aliases": aliases,

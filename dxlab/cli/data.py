@@ -26,12 +26,13 @@ def register(areas) -> None:
         "import",
         help="build a manifest from files on disk",
         description="Build a manifest from a registered data set's official layout (NAME is its registry name), "
-        "or from your own data: NAME 'folder' (PATH has one sub-folder per class) or 'csv' (PATH is a CSV file).",
+        "or from your own data: NAME 'folder' (PATH has one sub-folder per class), 'csv' (PATH is a CSV file) or "
+        "'dicom' (PATH is a folder of DICOM files, labelled by --labels; patient ids become keyed pseudonyms).",
     )
-    p.add_argument("name", metavar="NAME", help="registry name, or 'folder' or 'csv'")
+    p.add_argument("name", metavar="NAME", help="registry name, or 'folder', 'csv' or 'dicom'")
     p.add_argument("path", type=Path, metavar="PATH")
     p.add_argument("--out", type=Path, required=True, metavar="MANIFEST", help="manifest file to write")
-    own = p.add_argument_group("your own data ('folder' and 'csv')")
+    own = p.add_argument_group("your own data ('folder', 'csv' and 'dicom')")
     own.add_argument("--task", help="task the data is for (e.g. tb_cxr, dermatology)")
     own.add_argument("--dataset", help="data set name to record (default: the folder or CSV name)")
     own.add_argument("--image-col", default="path", help="CSV column with image paths (default: path)")
@@ -41,6 +42,11 @@ def register(areas) -> None:
     own.add_argument("--meta-col", action="append", default=[], metavar="COL", help="CSV metadata column to keep (repeatable)")
     own.add_argument("--classes", help="comma-separated class order (default: sorted labels)")
     own.add_argument("--root", type=Path, help="folder image paths are relative to (default: the CSV's folder)")
+    own.add_argument("--labels", type=Path, metavar="CSV", help="'dicom': CSV of labels, keyed by --key-col")
+    own.add_argument("--key-col", default="file", choices=("file", "SOPInstanceUID", "StudyInstanceUID"),
+                     help="'dicom': what the labels CSV is keyed by, and its column name (default: file, a path relative to PATH)")
+    own.add_argument("--key-file", type=Path, metavar="FILE",
+                     help="'dicom': de-identification key for the patient pseudonyms (default: DXLAB_DEID_KEY_FILE)")
     _add_split_args(p, optional=True)
     add_json_flag(p)
     p.set_defaults(func=cmd_import)
@@ -130,14 +136,27 @@ def cmd_info(args) -> int:
 
 def cmd_import(args) -> int:
     from dxlab.datasets import get_dataset
-    from dxlab.datasets.importers import import_csv, import_folder
+    from dxlab.datasets.importers import import_csv, import_dicom, import_folder
     from dxlab.errors import DatasetError
 
-    own = args.name in ("folder", "csv")
+    own = args.name in ("folder", "csv", "dicom")
     if own and not args.task:
         raise DatasetError(f"'dxlab data import {args.name}' needs --task (the task the data is for)")
+    if args.name == "dicom" and not args.labels:
+        raise DatasetError("'dxlab data import dicom' needs --labels (a CSV of labels keyed by --key-col)")
     if args.name == "folder":
         manifest = import_folder(args.path, task=args.task, dataset=args.dataset)
+    elif args.name == "dicom":
+        manifest = import_dicom(
+            args.path,
+            labels=args.labels,
+            task=args.task,
+            key_col=args.key_col,
+            label_col=args.label_col,
+            classes=[c.strip() for c in args.classes.split(",")] if args.classes else None,
+            dataset=args.dataset,
+            key_file=args.key_file,
+        )
     elif args.name == "csv":
         manifest = import_csv(
             args.path,

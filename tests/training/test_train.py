@@ -95,7 +95,7 @@ def test_gate_verdict_both_ways():
     worse = gate_verdict(gate, {"sensitivity": 0.95, "specificity": 0.8, "auroc": 0.85}, champion_auroc=0.9)
     assert not worse.passed and worse.reasons[-1] == "test auroc 0.8500 < champion's 0.9000"
     missing = gate_verdict(GateConfig(min_accuracy=0.9, auroc_not_below_champion=False), {}, None)
-    assert not missing.passed and missing.reasons == ["test accuracy missing < required 0.900"]
+    assert not missing.passed and list(missing.reasons) == ["test accuracy missing < required 0.900"]
 
 
 @pytest.mark.slow
