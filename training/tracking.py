@@ -38,6 +38,9 @@ def configure_mlflow(tracking_uri: str | None = None):
         settings.ensure_home()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    # CPU, memory (and GPU) every 2 s, so short runs get system metrics too
+    mlflow.set_system_metrics_sampling_interval(2)
+    mlflow.set_system_metrics_samples_before_logging(1)
     return mlflow
 
 
