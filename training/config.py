@@ -44,6 +44,8 @@ class DataSource(_Frozen):
     manifest: str | None = None
     #: skip this source, with a log line, when its folder is absent (e.g. TBX11K "where present")
     optional: bool = False
+    #: merge this source's labels into the run's classes before sources are merged
+    relabel: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _one_kind(self) -> "DataSource":

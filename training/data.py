@@ -27,13 +27,28 @@ log = logging.getLogger(__name__)
 
 def _load_source(source: DataSource) -> Manifest | None:
     if source.manifest:
-        return Manifest.load(source.manifest)
-    spec = get_dataset(source.dataset)
-    root = Path(source.root).expanduser() if source.root else get_settings().data_root / spec.name
-    if source.optional and spec.access != "bundled" and not root.is_dir():
-        log.info("optional data set %s not found at %s: skipped", spec.name, root)
-        return None
-    return spec.load(root)
+        manifest = Manifest.load(source.manifest)
+    else:
+        spec = get_dataset(source.dataset)
+        root = Path(source.root).expanduser() if source.root else get_settings().data_root / spec.name
+        if source.optional and spec.access != "bundled" and not root.is_dir():
+            log.info("optional data set %s not found at %s: skipped", spec.name, root)
+            return None
+        manifest = spec.load(root)
+    return _apply_relabel(manifest, source.relabel, "data.sources[].relabel")
+
+
+def _apply_relabel(manifest: Manifest, relabel: dict[str, str], where: str) -> Manifest:
+    if not relabel:
+        return manifest
+    classes = list(manifest.classes)
+    unknown = sorted(set(relabel) - set(classes))
+    if unknown:
+        raise ConfigError(f"{where} names {unknown}, not classes of {manifest.dataset} ({classes})")
+    table = manifest.table.copy()
+    table["label"] = table["label"].map(lambda v: relabel.get(v, v))
+    merged = tuple(dict.fromkeys(relabel.get(c, c) for c in classes))
+    return manifest.with_table(table, classes=merged)
 
 
 def _synthetic(task: str, cfg: DataConfig) -> Manifest:
@@ -56,13 +71,15 @@ def _merge(manifests: list[Manifest], task: str) -> Manifest:
         if m.task != task:
             raise ConfigError(f"data set {m.dataset} is for task {m.task!r}, not {task!r}")
     classes = list(dict.fromkeys(c for m in manifests for c in m.classes))
+    names = [m.dataset for m in manifests]
     tables = []
-    for m in manifests:
+    for i, m in enumerate(manifests):
         t = m.table.copy()
         # one root for all: make paths absolute, and keep group ids apart between sets
+        name = m.dataset if names.count(m.dataset) == 1 else f"{m.dataset}#{i + 1}"
         t["path"] = [str(m.resolve(p)) if p else "" for p in t["path"]]
-        t["patient_id"] = m.dataset + ":" + t["patient_id"]
-        t["source_set"] = m.dataset
+        t["patient_id"] = name + ":" + t["patient_id"]
+        t["source_set"] = name
         tables.append(t)
     return Manifest(
         table=pd.concat(tables, ignore_index=True),
@@ -76,14 +93,9 @@ def _merge(manifests: list[Manifest], task: str) -> Manifest:
 
 
 def _relabel(manifest: Manifest, cfg: DataConfig) -> Manifest:
+    manifest = _apply_relabel(manifest, cfg.relabel, "data.relabel")
     table = manifest.table.copy()
     classes = list(manifest.classes)
-    if cfg.relabel:
-        unknown = sorted(set(cfg.relabel) - set(classes))
-        if unknown:
-            raise ConfigError(f"data.relabel names {unknown}, not classes of {manifest.dataset} ({classes})")
-        table["label"] = table["label"].map(lambda v: cfg.relabel.get(v, v))
-        classes = list(dict.fromkeys(cfg.relabel.get(c, c) for c in classes))
     if cfg.classes:
         unknown = sorted(set(cfg.classes) - set(classes))
         if unknown:
