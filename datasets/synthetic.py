@@ -8,12 +8,20 @@ same loader code that reads the real set reads the synthetic one:
 | ``tb_cxr``         | NLM Shenzhen/Montgomery (``CHNCXR_0001_1.png`` + ClinicalReadings) | ``nlm_tb`` |
 | ``dermatology``    | HAM10000 (metadata CSV + ``ISIC_*.jpg``) | ``ham10000``  |
 | ``cancer_breast_us`` | MedMNIST BreastMNIST (``.npz``) | ``breastmnist``       |
+| ``cancer_histology`` | NCT-CRC-HE-100K (``<CODE>/<CODE>-*.tif``) | ``nct_crc``   |
+| ``cancer_mammography`` | mini-MIAS (``mdbNNN.pgm`` + ``Info.txt``) | ``mini_mias`` |
 
 The images are drawn, not sampled from patients: chest radiograph-like images
 with TB-like upper-lobe opacities and cavities for the positive class;
 skin-lesion-like images whose colour, border and texture differ by class;
 breast ultrasound-like speckle images with a round, smooth (benign) or an
-irregular, shadowing (malignant) mass. A small CNN learns each in a few epochs.
+irregular, shadowing (malignant) mass; H&E-like colorectal tissue patches of
+the nine NCT-CRC-HE classes (fat, glass, debris, lymphocytes, mucus, muscle,
+normal crypts, stroma, tumour glands), stained by Beer-Lambert mixing of
+haematoxylin and eosin; MLO mammogram-like images with a pectoral muscle and
+fibroglandular texture, normal, with a round well-defined (benign) mass, or
+with a spiculated mass and/or a microcalcification cluster (malignant). A
+small CNN learns each in a few epochs.
 
 Every folder written here holds a ``DXLAB_SYNTHETIC`` marker file and a
 README; manifests built from it are flagged ``synthetic`` and their data set
@@ -303,8 +311,8 @@ def _mucus(rng: np.random.Generator, y: np.ndarray, x: np.ndarray, px: float) ->
     size = x.shape[0]
     k = rng.integers(0, 3)
     cells = _ellipses(y, x, rng.uniform(0, 1, (k, 2)), rng.uniform(0.02, 0.03, k), weight=np.full(k, 1.2), px=px)
-    h = 0.22 + 0.05 * _noise(rng, size, 3) + 0.05 * _noise(rng, size, 8) + cells
-    return h, 0.16 + 0.05 * _noise(rng, size, 8), 0.0
+    h = 0.28 + 0.05 * _noise(rng, size, 3) + 0.05 * _noise(rng, size, 8) + cells
+    return h, 0.12 + 0.05 * _noise(rng, size, 8), 0.0
 
 
 def _smooth_muscle(rng: np.random.Generator, y: np.ndarray, x: np.ndarray, px: float) -> tuple:
@@ -320,8 +328,8 @@ def _smooth_muscle(rng: np.random.Generator, y: np.ndarray, x: np.ndarray, px: f
 
 def _stroma(rng: np.random.Generator, y: np.ndarray, x: np.ndarray, px: float) -> tuple:
     """Loose, wavy pink fibres in every direction, white space between, a few spindle nuclei."""
-    e = 0.08 + 0.03 * _noise(rng, x.shape[0], 3)
-    for _ in range(rng.integers(8, 14)):
+    e = 0.16 + 0.04 * _noise(rng, x.shape[0], 3)
+    for _ in range(rng.integers(10, 16)):
         theta, (oy, ox) = rng.uniform(0, np.pi), rng.uniform(0, 1, 2)
         along = (x - ox) * np.cos(theta) + (y - oy) * np.sin(theta)
         across = -(x - ox) * np.sin(theta) + (y - oy) * np.cos(theta)
@@ -334,6 +342,12 @@ def _stroma(rng: np.random.Generator, y: np.ndarray, x: np.ndarray, px: float) -
     return 0.05 + nuclei, e, 0.0
 
 
+def _lobed(theta: np.ndarray, r: float, lobes: tuple) -> np.ndarray:
+    """Radius ``r`` at angle ``theta``, made lobulated by two harmonics ``(k1, k2, phase1, phase2, depth1, depth2)``."""
+    k1, k2, p1, p2, a1, a2 = lobes
+    return r * (1 + a1 * np.sin(k1 * theta + p1) + a2 * np.sin(k2 * theta + p2))
+
+
 def _glands(rng: np.random.Generator, y: np.ndarray, x: np.ndarray, px: float, centres: np.ndarray, lumen_r: np.ndarray,
             thickness: np.ndarray, irregular: float, crowded: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lumen mask, gland mask (lumen + epithelium) and nuclei of glands around ``centres``.
@@ -344,25 +358,20 @@ def _glands(rng: np.random.Generator, y: np.ndarray, x: np.ndarray, px: float, c
     """
     lumen, gland, nuclei = np.zeros_like(x), np.zeros_like(x), np.zeros_like(x)
     for (cy, cx), r, t in zip(centres, lumen_r, thickness):
-        k1, k2 = rng.integers(2, 4), rng.integers(4, 7)
-        p1, p2 = rng.uniform(0, 2 * np.pi, 2)
-        a1, a2 = irregular * rng.uniform(0.5, 1.0), irregular * rng.uniform(0.2, 0.5)
-
-        def radius(th, r=r, k1=k1, k2=k2, p1=p1, p2=p2, a1=a1, a2=a2):
-            return r * (1 + a1 * np.sin(k1 * th + p1) + a2 * np.sin(k2 * th + p2))
-
-        rr, inner = np.hypot(y - cy, x - cx), radius(np.arctan2(y - cy, x - cx))
+        lobes = (rng.integers(2, 4), rng.integers(4, 7), *rng.uniform(0, 2 * np.pi, 2),
+                 irregular * rng.uniform(0.5, 1.0), irregular * rng.uniform(0.2, 0.5))
+        rr, inner = np.hypot(y - cy, x - cx), _lobed(np.arctan2(y - cy, x - cx), r, lobes)
         lumen = np.maximum(lumen, np.clip((inner - rr) / px + 0.5, 0, 1))
         gland = np.maximum(gland, np.clip((inner + t - rr) / px + 0.5, 0, 1))
         if crowded:
             m = int(2 * np.pi * (r + t / 2) * t / 0.0018)  # enough to fill the epithelium, overlapping
             ang = rng.uniform(0, 2 * np.pi, m)
-            depth = radius(ang) + rng.uniform(0.15, 0.95, m) * t
+            depth = _lobed(ang, r, lobes) + rng.uniform(0.15, 0.95, m) * t
             long, short, weight = rng.uniform(0.026, 0.045, m), rng.uniform(0.016, 0.026, m), rng.uniform(1.2, 2.0, m)
         else:
             m = max(6, int(2 * np.pi * (r + 0.75 * t) / 0.04))
             ang = np.arange(m) * 2 * np.pi / m + rng.uniform(0, 1)
-            depth = radius(ang) + 0.75 * t
+            depth = _lobed(ang, r, lobes) + 0.75 * t
             long, short, weight = np.full(m, 0.022), np.full(m, 0.013), np.full(m, 1.6)
         centres_n = np.stack([cy + depth * np.sin(ang), cx + depth * np.cos(ang)], 1)
         tilt = ang + rng.normal(0, 0.3 if crowded else 0.05, m)  # long axes point at the lumen
@@ -441,7 +450,7 @@ def synth_histology(out: Path, n: int, seed: int, size: int) -> str:
 #: mini-MIAS background tissue -> weight of the fibroglandular texture
 _BREAST_DENSITY = {"F": 0.06, "G": 0.1, "D": 0.14}
 #: label -> the abnormalities (mini-MIAS classes) an image of that label may show; one set is drawn
-_MAMMO_FINDINGS = {"normal": [()], "benign": [("CIRC",)], "malignant": [("SPIC",), ("SPIC", "CALC")]}
+_MAMMO_FINDINGS = {"normal": [()], "benign": [("CIRC",)], "malignant": [("SPIC",), ("CALC",), ("SPIC", "CALC")]}
 
 
 def draw_mammogram(rng: np.random.Generator, size: int, label: str, *, left: bool,
@@ -494,15 +503,15 @@ def draw_mammogram(rng: np.random.Generator, size: int, label: str, *, left: boo
             img += rng.uniform(0.55, 0.65) * np.maximum(mass, 0.8 * spicules)
             r = 4 * core
         else:  # CALC: a cluster of tiny bright specks, kept apart so they stay distinct
-            r = rng.uniform(0.08, 0.12)
+            r = rng.uniform(0.09, 0.13)
             specks = [(cy, cx)]
             for ang, dist in zip(rng.uniform(0, 2 * np.pi, 60), r * np.sqrt(rng.uniform(0, 1, 60))):
                 p = (cy + dist * np.sin(ang), cx + dist * np.cos(ang))
-                if all(np.hypot(p[0] - q[0], p[1] - q[1]) > max(0.02, 2.5 * px) for q in specks):
+                if all(np.hypot(p[0] - q[0], p[1] - q[1]) > max(0.018, 2.2 * px) for q in specks):
                     specks.append(p)
             sigma = max(0.004, 0.6 * px)
             dots = np.zeros_like(x)
-            for sy, sx in specks[: rng.integers(10, 20)]:
+            for sy, sx in specks[: rng.integers(18, 30)]:
                 dots = np.maximum(dots, np.exp(-((x - sx) ** 2 + (y - sy) ** 2) / (2 * sigma ** 2)))
             img += rng.uniform(0.6, 0.75) * dots
         lesions.append((kind, float(cx), float(cy), float(r)))
@@ -518,10 +527,7 @@ def synth_mammography(out: Path, n: int, seed: int, size: int) -> str:
     Consecutive films (mdb001/mdb002, ...) are one woman's right and left
     breast and share her background tissue.
     """
-    if n > 999:
-        raise DatasetError(f"n={n} is too large for the mini-MIAS layout; its file names allow at most 999 images (mdb001 to mdb999)")
     rng = np.random.default_rng(seed)
-    out.mkdir(parents=True, exist_ok=True)
     scale = MIAS_SIZE - 1
     lines = ["REF TISSUE CLASS SEVERITY X Y RADIUS  (synthetic; x, y, radius in the 1024-pixel frame, y from the bottom)"]
     for i in range(n):
@@ -531,10 +537,11 @@ def synth_mammography(out: Path, n: int, seed: int, size: int) -> str:
         label = MIAS_CLASSES[i % len(MIAS_CLASSES)]
         image, lesions = draw_mammogram(rng, size, label, left=(i + 1) % 2 == 0, tissue=tissue)
         Image.fromarray(_to_uint8(image)).save(out / f"{ref}.pgm")
+        severity = "M" if label == "malignant" else "B"
         if not lesions:
             lines.append(f"{ref} {tissue} NORM")
         for kind, cx, cy, r in lesions:
-            lines.append(f"{ref} {tissue} {kind} {label[0].upper()} {round(cx * scale)} {round((1 - cy) * scale)} {round(r * scale)}")
+            lines.append(f"{ref} {tissue} {kind} {severity} {round(cx * scale)} {round((1 - cy) * scale)} {round(r * scale)}")
     (out / "Info.txt").write_text("\n".join(lines) + "\n")
     return "mini_mias"
 
@@ -547,6 +554,8 @@ GENERATORS: dict[str, tuple[Callable[[Path, int, int, int], str], int]] = {
     "cancer_histology": (synth_histology, 32),
     "cancer_mammography": (synth_mammography, 64),
 }
+#: task -> most images its layout can name
+_MAX_IMAGES = {"cancer_mammography": 999}  # mdb001 ... mdb999
 
 
 def synthesize(task: str, out: str | Path, *, n: int = 200, seed: int = 0, size: int | None = None) -> tuple[Manifest, Path]:
@@ -563,6 +572,8 @@ def synthesize(task: str, out: str | Path, *, n: int = 200, seed: int = 0, size:
         raise DatasetError(f"image size {size} is out of range; expected 16 to 1024 pixels")
     if n < 10:
         raise DatasetError(f"n={n} is too small; expected at least 10 images (every class in every split)")
+    if n > _MAX_IMAGES.get(task, n):
+        raise DatasetError(f"n={n} is too large for the {task} layout; it names at most {_MAX_IMAGES[task]} images")
     out = Path(out).expanduser()
     if out.exists() and any(out.iterdir()):
         raise DatasetError("output folder is not empty; synthetic data is only written into a new or empty folder", out)
