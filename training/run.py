@@ -225,7 +225,7 @@ def train(
     spec = preprocess_spec(cfg)
     reader = image_reader()
     n_classes = len(manifest.classes)
-    train_set = ManifestImages(manifest.subset("train"), spec, augment=build_augment(cfg.augment), seed=cfg.train.seed,
+    train_set = ManifestImages(manifest.subset("train"), spec, augment=build_augment(cfg.augment, cfg.image.size), seed=cfg.train.seed,
                                cache=cfg.train.cache_images, reader=reader)
     val_set = ManifestImages(manifest.subset("val"), spec, cache=cfg.train.cache_images, reader=reader)
     test_set = ManifestImages(manifest.subset("test"), spec, cache=False, reader=reader)

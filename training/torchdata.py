@@ -21,8 +21,8 @@ from dxlab.models.preprocessing import PreprocessSpec, preprocess
 from dxlab.training.config import AugmentConfig
 
 
-def build_augment(cfg: AugmentConfig):
-    """MONAI augmentations for (C, H, W) tensors, from the config; None when all are off."""
+def build_augment(cfg: AugmentConfig, size: int):
+    """MONAI augmentations for (C, H, W) tensors of side ``size``, from the config; None when all are off."""
     # imported here: MONAI pulls in MLflow and matplotlib, which write caches on import
     from monai import transforms as mt
 
@@ -35,11 +35,10 @@ def build_augment(cfg: AugmentConfig):
             prob=p,
             rotate_range=np.deg2rad(cfg.rotate_degrees) if cfg.rotate_degrees else None,
             scale_range=(cfg.zoom, cfg.zoom) if cfg.zoom else None,
-            translate_range=None,
+            # MONAI translates in pixels; the config gives a fraction of the image side
+            translate_range=(cfg.translate * size, cfg.translate * size) if cfg.translate else None,
             padding_mode="border",
         ))
-        if cfg.translate:
-            steps.append(mt.RandAffine(prob=p, translate_range=(cfg.translate, cfg.translate), padding_mode="border"))
     if cfg.intensity:
         steps.append(mt.RandScaleIntensity(factors=cfg.intensity, prob=p))
         steps.append(mt.RandShiftIntensity(offsets=cfg.intensity, prob=p))
