@@ -89,5 +89,7 @@ class ManifestImages(torch.utils.data.Dataset):
         if self.augment is not None:
             # 32-bit seed from (seed, epoch, index): deterministic and independent per item
             self.augment.set_random_state(seed=zlib.crc32(f"{self.seed}:{self.epoch}:{index}".encode()))
-            x = torch.as_tensor(self.augment(x)).float()
+            x = self.augment(x)
+            # MONAI returns a MetaTensor; its metadata tracking slows every op of the forward pass
+            x = (x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)).float()
         return x, self.labels[index]

@@ -14,6 +14,7 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index(tmp_path):
     b = ManifestImages(manifest, spec, augment=build_augment(aug, 32), seed=1)
     x0, y0 = a[3]
     assert x0.shape == (1, 32, 32) and x0.dtype == torch.float32 and y0 == manifest.label_indices()[3]
+    assert type(x0) is torch.Tensor, "a plain tensor, not MONAI's MetaTensor"
     assert torch.equal(x0, b[3][0]), "same seed, epoch and index: same image"
     assert not torch.equal(x0, a.base(3)), "augmentation changed the image"
     a.set_epoch(1)
