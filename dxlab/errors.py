@@ -52,3 +52,20 @@ class EvaluationError(DxlabError, ValueError):
 
 class ModelError(DxlabError):
     """A model builder, its arguments, its weights or a packaged model cannot be used."""
+
+
+class ServingError(DxlabError):
+    """A request the inference service cannot answer, or a model it cannot serve.
+
+    ``status`` is the HTTP status the service answers with (subclasses in
+    :mod:`dxlab.serving.engine` set it: 400, 404, 413, 429, 503, 504);
+    ``retry_after`` (seconds) is sent as ``Retry-After`` when set.
+    """
+
+    status: int = 500
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+        self.retry_after = retry_after

@@ -19,7 +19,7 @@ EXIT_USER_ERROR = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dxlab.cli import data, deid, demo, train
+    from dxlab.cli import data, deid, demo, serve, train
 
     parser = argparse.ArgumentParser(
         prog="dxlab",
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dxlab {__version__}")
     areas = parser.add_subparsers(dest="area", metavar="COMMAND", required=True)
-    for module in (data, deid, demo, train):
+    for module in (data, deid, demo, train, serve):
         module.register(areas)
     return parser
 

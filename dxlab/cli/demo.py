@@ -12,7 +12,8 @@ from pathlib import Path
 
 from dxlab.cli.output import add_json_flag, print_json, print_table
 
-DEMO_SETS = (("tb_cxr", 200), ("dermatology", 140), ("cancer_breast_us", 150))
+DEMO_SETS = (("tb_cxr", 200), ("dermatology", 140), ("cancer_breast_us", 150), ("cancer_histology", 180),
+             ("cancer_mammography", 120))
 
 
 def register(areas) -> None:
