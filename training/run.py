@@ -29,6 +29,7 @@ import torch
 from dxlab.datasets import Manifest
 from dxlab.errors import ConfigError
 from dxlab.models.calibration import apply_temperature, fit_temperature
+from dxlab.models.ood import fit_ood, ood_check
 from dxlab.models.packaged import PackageInfo, log_packaged_model
 from dxlab.models.preprocessing import PreprocessSpec
 from dxlab.models.registry import build_model
@@ -44,6 +45,9 @@ from dxlab.training.report import evaluate_predictions, flatten_metrics
 from dxlab.training.torchdata import ManifestImages, build_augment
 
 log = logging.getLogger(__name__)
+
+#: training images the out-of-distribution guards are fitted on, at most
+OOD_FIT_MAX = 1000
 
 
 @dataclass
@@ -284,7 +288,8 @@ def train(
             _log_inputs(mlflow, cfg, manifest)
         trainer.fit()
         net = model.module if dist.enabled else model
-        result = _finish(mlflow, cfg, manifest, net, val_loader, test_set, loader_args, device, spec, run.info.run_id)
+        result = _finish(mlflow, cfg, manifest, net, train_set, val_loader, test_set, loader_args, device, spec,
+                         run.info.run_id)
         result.epochs_run = trainer.state.epoch
         result.checkpoint = str(ckpt_path)
     if dist.enabled:
@@ -309,14 +314,34 @@ def _log_inputs(mlflow, cfg: RunConfig, manifest: Manifest) -> None:
     mlflow.log_input(dataset, context="training")
 
 
-def _finish(mlflow, cfg: RunConfig, manifest: Manifest, net: torch.nn.Module, val_loader, test_set, loader_args,
-            device: torch.device, spec: PreprocessSpec, run_id: str) -> RunResult:
-    """Calibrate on validation, predict test, then conclude (evaluate, log, register, gate)."""
+def fit_ood_guards(net: torch.nn.Module, train_set: ManifestImages, seed: int) -> dict[str, Any]:
+    """Out-of-distribution guards fitted on (at most OOD_FIT_MAX) training images, unaugmented."""
+    rng = np.random.default_rng(seed)
+    n = len(train_set)
+    chosen = sorted(rng.choice(n, size=min(n, OOD_FIT_MAX), replace=False).tolist())
+    raw = [train_set.reader(train_set.paths[i]) for i in chosen]
+    batch = torch.stack([train_set.base(i) for i in chosen])
+    return fit_ood(net.cpu().eval(), raw, batch, seed=seed)
+
+
+def _finish(mlflow, cfg: RunConfig, manifest: Manifest, net: torch.nn.Module, train_set: ManifestImages, val_loader,
+            test_set, loader_args, device: torch.device, spec: PreprocessSpec, run_id: str) -> RunResult:
+    """Calibrate on validation, fit the OOD guards on training images, predict test, then conclude."""
     classes = list(manifest.classes)
     val_logits, y_val = predict_logits(net, val_loader, device)
     temperature = fit_temperature(val_logits, y_val).temperature
     test_loader = torch.utils.data.DataLoader(test_set, shuffle=False, **loader_args)
     test_logits, y_test = predict_logits(net, test_loader, device)
+    ood = fit_ood_guards(net, train_set, cfg.train.seed)
+    flagged = 0
+    for start in range(0, len(test_set), 64):  # in chunks: decoded images can be large
+        idx = range(start, min(start + 64, len(test_set)))
+        reasons = ood_check(net, ood, [test_set.reader(test_set.paths[i]) for i in idx],
+                            torch.stack([test_set.base(i) for i in idx]))
+        flagged += sum(r is not None for r in reasons)
+    # held-out images of the training distribution should almost all be assessable
+    mlflow.log_metrics({"ood_threshold": ood["detector"]["threshold"],
+                        "test_not_assessable_rate": flagged / max(len(test_set), 1)})
 
     def log_model(point, card: str):
         info = PackageInfo(
@@ -330,6 +355,7 @@ def _finish(mlflow, cfg: RunConfig, manifest: Manifest, net: torch.nn.Module, va
             temperature=temperature,
             data_version=manifest.digest,
             run_id=run_id,
+            extra={"ood": ood},
         )
         return log_packaged_model(net.cpu(), info, model_card=card, registered_model_name=cfg.registry.model_name)
 

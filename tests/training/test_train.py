@@ -62,6 +62,12 @@ def test_tiny_config_trains_and_logs_a_complete_run(store, name, tmp_path):
     m = run.data.metrics
     assert 0.0 <= m["test_auroc"] <= 1.0 and m["test_auroc_ci_low"] <= m["test_auroc"] <= m["test_auroc_ci_high"]
     assert "test_balanced_accuracy" in m
+    if cfg.task != "cancer_tabular":  # out-of-distribution guards fitted on training images
+        assert m["ood_threshold"] > 0 and m["test_not_assessable_rate"] <= 0.2
+        from dxlab.models.packaged import load_packaged
+
+        packaged = load_packaged(f"models:/{cfg.registry.model_name}/{result.version}")
+        assert packaged.info.extra["ood"]["format"] == "dxlab-ood"
     if cfg.task != "cancer_tabular":
         history = c.get_metric_history(result.run_id, "val_auroc")
         assert [h.step for h in history] == list(range(1, result.epochs_run + 1))
