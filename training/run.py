@@ -214,13 +214,17 @@ def train(
 ) -> RunResult:
     """Train, evaluate, log and register one run of ``cfg``."""
     seed_everything(cfg.train.seed)
-    manifest = build_run_manifest(cfg.task, cfg.data)
     if cfg.task == "cancer_tabular":
         from dxlab.training.tabular import train_tabular
 
-        return train_tabular(cfg, manifest)
+        return train_tabular(cfg, build_run_manifest(cfg.task, cfg.data))
     device = choose_device(cfg.train.device)
     dist = init_distributed(device)
+    if dist.enabled and not dist.main:
+        torch.distributed.barrier()  # rank 0 writes any synthetic data or decoded caches first
+    manifest = build_run_manifest(cfg.task, cfg.data)
+    if dist.enabled and dist.main:
+        torch.distributed.barrier()
     payload = load_checkpoint(resume) if resume else None
     if payload is not None and payload["config"] != cfg.to_yaml():
         raise ConfigError(f"{resume}: the checkpoint was made with another config; resume with the same config and overrides")
