@@ -112,6 +112,10 @@ def _show_summary(manifest, path: Path | None, as_json: bool) -> None:
     print_table(rows, ["split", *manifest.classes, "total"])
 
 
+def _class_list(text: str | None) -> list[str] | None:
+    return [c.strip() for c in text.split(",")] if text else None
+
+
 def cmd_list(args) -> int:
     from dxlab.datasets import list_datasets
 
@@ -154,7 +158,7 @@ def cmd_import(args) -> int:
             task=args.task,
             key_col=args.key_col,
             label_col=args.label_col,
-            classes=[c.strip() for c in args.classes.split(",")] if args.classes else None,
+            classes=_class_list(args.classes),
             dataset=args.dataset,
             key_file=args.key_file,
         )
@@ -167,7 +171,7 @@ def cmd_import(args) -> int:
             patient_col=args.patient_col,
             split_col=args.split_col,
             metadata_cols=args.meta_col,
-            classes=[c.strip() for c in args.classes.split(",")] if args.classes else None,
+            classes=_class_list(args.classes),
             root=args.root,
             dataset=args.dataset,
         )

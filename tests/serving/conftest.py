@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -114,3 +115,18 @@ def dicom_bytes(image: np.ndarray, *, pixels: bool = True, transfer_syntax: str 
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def blocking_forward(monkeypatch, engine, model_name: str):
+    """Make the model's forward pass wait for the returned event (a slow model, deterministically)."""
+    gate, entered = threading.Event(), threading.Event()
+    model = engine.model(model_name).packaged.model
+    original = model.forward
+
+    def slow(x):
+        entered.set()
+        gate.wait(10)
+        return original(x)
+
+    monkeypatch.setattr(model, "forward", slow)
+    return gate, entered

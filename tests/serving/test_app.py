@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from dxlab.serving.app import create_app
 from dxlab.serving.engine import Engine, EngineConfig
 
-from .conftest import LABELS, SPEC, THRESHOLD, cxr_images, dicom_bytes, png_bytes
+from .conftest import LABELS, SPEC, THRESHOLD, blocking_forward, cxr_images, dicom_bytes, png_bytes
 
 MODEL = "dxlab-tiny"
 INFER = f"/v2/models/{MODEL}/infer"
@@ -302,16 +302,7 @@ def test_oversized_bodies_are_refused_413(client):
 def test_queue_full_is_429_with_retry_after_and_timeouts_504(registry, monkeypatch):
     cfg = config(registry, max_batch_size=1, max_delay_ms=0, queue_size=1, timeout_s=0.3, warmup=False)
     with Engine(cfg) as engine, TestClient(create_app(engine)) as client:
-        gate, entered = threading.Event(), threading.Event()
-        model = engine.model(MODEL).packaged.model
-        original = model.forward
-
-        def slow(x):
-            entered.set()
-            gate.wait(10)
-            return original(x)
-
-        monkeypatch.setattr(model, "forward", slow)
+        gate, entered = blocking_forward(monkeypatch, engine, MODEL)
         body = bytes_request(png_bytes(cxr_images(1)[0]))
         first = engine.submit(engine.prepare(MODEL, images=cxr_images(1)))
         assert entered.wait(5)

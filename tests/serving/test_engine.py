@@ -22,7 +22,7 @@ from dxlab.serving.engine import (
     UnknownModelError,
 )
 
-from .conftest import LABELS, SPEC, THRESHOLD, cxr_images
+from .conftest import LABELS, SPEC, THRESHOLD, blocking_forward, cxr_images
 
 MODEL = "dxlab-tiny"
 
@@ -94,24 +94,9 @@ def test_a_request_larger_than_the_queue_is_refused(engine):
         engine.predict(MODEL, batch=torch.zeros((65, *SPEC.input_shape)))
 
 
-def _blocking_forward(monkeypatch, engine):
-    """Make the model's forward pass wait for the returned event (a slow model, deterministically)."""
-    gate, entered = threading.Event(), threading.Event()
-    model = engine.model(MODEL).packaged.model
-    original = model.forward
-
-    def slow(x):
-        entered.set()
-        gate.wait(10)
-        return original(x)
-
-    monkeypatch.setattr(model, "forward", slow)
-    return gate, entered
-
-
 def test_full_queue_and_timeouts(registry, monkeypatch):
     with Engine(config(registry, max_batch_size=1, max_delay_ms=0, queue_size=2, timeout_s=0.3, warmup=False)) as engine:
-        gate, entered = _blocking_forward(monkeypatch, engine)
+        gate, entered = blocking_forward(monkeypatch, engine, MODEL)
         image = cxr_images(1)[0]
         running = engine.submit(engine.prepare(MODEL, images=[image]))
         assert entered.wait(5)  # the worker holds the first request
