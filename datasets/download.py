@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 TIMEOUT_S = 30
 
 
-def import_hint(spec: DatasetSpec) -> str:
-    return f"dxlab data import {spec.name} /path/to/{spec.name} --out {spec.name}.manifest.csv"
+def import_hint(spec: DatasetSpec, folder: str | Path | None = None) -> str:
+    return f"dxlab data import {spec.name} {folder or '/path/to/' + spec.name} --out {spec.name}.manifest.csv"
 
 
 def verify_checksum(path: Path, source: Source) -> None:
@@ -61,9 +61,15 @@ def fetch(name: str, dest: str | Path | None = None) -> tuple[Manifest, Path]:
     if spec.access == "bundled":
         manifest = spec.load(folder)
     else:
+        created = not folder.exists()
         folder.mkdir(parents=True, exist_ok=True)
-        for source in spec.sources:
-            _fetch_one(spec, source, folder)
+        try:
+            for source in spec.sources:
+                _fetch_one(spec, source, folder)
+        except DatasetError:
+            if created and not any(folder.iterdir()):
+                folder.rmdir()  # a failed fetch leaves nothing behind
+            raise
         manifest = spec.load(folder)
     folder.mkdir(parents=True, exist_ok=True)
     manifest.save(folder / "manifest.csv")
@@ -88,8 +94,9 @@ def _fetch_one(spec: DatasetSpec, source: Source, folder: Path) -> None:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         partial.unlink(missing_ok=True)
         raise DataUnavailableError(
-            f"could not download {source.url} ({exc}). If this machine is offline, download it elsewhere from "
-            f"{spec.homepage}, copy it to {folder}, and run: {import_hint(spec)}"
+            f"could not download {source.url} ({exc}). If this machine is offline, download {source.filename} "
+            f"elsewhere ({spec.homepage}), copy it into {folder} and run 'dxlab data fetch {spec.name}' again "
+            f"(the file's checksum is verified), or run: {import_hint(spec, folder)}"
         ) from exc
     try:
         verify_checksum(partial, source)
