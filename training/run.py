@@ -284,7 +284,7 @@ def train(
         torch.distributed.barrier()
         return RunResult(None, cfg.registry.model_name, None, None, {}, {}, manifest.digest, trainer.state.epoch)
 
-    mlflow.set_experiment(cfg.task)
+    tracking.use_experiment(cfg.task)
     with mlflow.start_run(run_id=tracking_run_id[0], run_name=None if tracking_run_id[0] else cfg.name,
                           log_system_metrics=True) as run:
         tracking_run_id[0] = run.info.run_id

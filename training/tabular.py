@@ -48,7 +48,7 @@ def train_tabular(cfg: RunConfig, manifest: Manifest):
                             method="predict_proba")
     estimator = build_estimator(cfg.model.name, **cfg.model.args).fit(x_fit, y_fit)
     mlflow = tracking.configure_mlflow()
-    mlflow.set_experiment(cfg.task)
+    tracking.use_experiment(cfg.task)
     with mlflow.start_run(run_name=cfg.name) as run:
         _log_inputs(mlflow, cfg, manifest)
 

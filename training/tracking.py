@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import logging
 import os
+from pathlib import Path
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -42,6 +43,24 @@ def configure_mlflow(tracking_uri: str | None = None):
     mlflow.set_system_metrics_sampling_interval(2)
     mlflow.set_system_metrics_samples_before_logging(1)
     return mlflow
+
+
+def use_experiment(name: str):
+    """Make ``name`` the active experiment, creating it when missing.
+
+    With a local SQLite store the artifacts go beside the database
+    (``<db folder>/mlartifacts``), never into the working directory, which is
+    where MLflow would put them by default.
+    """
+    import mlflow
+
+    if mlflow.get_experiment_by_name(name) is None:
+        uri = mlflow.get_tracking_uri()
+        location = None
+        if uri.startswith("sqlite:///"):
+            location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+        mlflow.create_experiment(name, artifact_location=location)
+    return mlflow.set_experiment(name)
 
 
 def client():

@@ -74,7 +74,10 @@ def test_tiny_config_trains_and_logs_a_complete_run(store, name, tmp_path):
         assert c.get_metric_history(result.run_id, "train_loss")
         if name == "tb_cxr-tiny":  # long enough for the 2-s sampler; the shortest runs may end before a sample
             assert any(k.startswith("system/") for k in m), "system metrics are logged"
-    # artifacts
+    # artifacts: beside the tracking database, never in the working directory
+    store_dir = Path(store[len("sqlite:///"):]).parent
+    assert run.info.artifact_uri.startswith((store_dir / "mlartifacts").as_uri())
+    assert not (Path.cwd() / "mlruns").exists()
     files = {a.path for a in c.list_artifacts(result.run_id)}
     assert {"config.yaml", "model_card.md", "evaluation.json", "promotion_gate.json", "plots", "data"} <= files
     plots = {Path(a.path).name for a in c.list_artifacts(result.run_id, "plots")}
