@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from dxlab.datasets import Manifest
+from dxlab.datasets.dicom import read_any
 from dxlab.errors import ConfigError
 from dxlab.training import tracking
 from dxlab.training.report import evaluate_predictions
@@ -17,7 +18,6 @@ def evaluate_model(model_uri: str, manifest_path: str | Path, *, split: str = "t
                    subgroups: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """Evaluate an image model packaged by dxlab at its own operating point."""
     from dxlab.models.packaged import load_packaged
-    from dxlab.training.run import image_reader
 
     tracking.configure_mlflow()
     manifest = Manifest.load(manifest_path)
@@ -32,8 +32,7 @@ def evaluate_model(model_uri: str, manifest_path: str | Path, *, split: str = "t
         raise ConfigError(f"{manifest_path}: classes {unknown} are not among the model's labels {labels}")
     index = {c: i for i, c in enumerate(labels)}
     y = np.array([index[v] for v in manifest.table["label"]])
-    read = image_reader()
-    probs = np.concatenate([packaged.predict_images([read(p) for p in manifest.paths()[i:i + 32]])
+    probs = np.concatenate([packaged.predict_images([read_any(p) for p in manifest.paths()[i:i + 32]])
                             for i in range(0, len(manifest), 32)])
     threshold = packaged.info.thresholds.get(labels[1]) if len(labels) == 2 else None
     missing = sorted(set(subgroups) - set(manifest.table.columns))

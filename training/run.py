@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from dxlab.datasets import Manifest
+from dxlab.datasets.dicom import read_any
 from dxlab.errors import ConfigError
 from dxlab.models.calibration import apply_temperature, fit_temperature
 from dxlab.models.ood import fit_ood, ood_check
@@ -173,15 +174,6 @@ def preprocess_spec(cfg: RunConfig) -> PreprocessSpec:
     return PreprocessSpec(image_size=cfg.image.size, channels=cfg.image.channels, mean=cfg.image.mean, std=cfg.image.std)
 
 
-def image_reader():
-    """DICOM and common image formats alike, when the DICOM reader is there."""
-    try:
-        from dxlab.datasets.dicom import read_any
-    except ImportError:  # pragma: no cover - the DICOM module is part of the package
-        from dxlab.datasets.images import read_image as read_any
-    return read_any
-
-
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, loader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     model.eval()
@@ -231,12 +223,11 @@ def train(
     ckpt_path = Path(checkpoint_dir or get_settings().home / "checkpoints" / cfg.name) / "last.pt"
 
     spec = preprocess_spec(cfg)
-    reader = image_reader()
     n_classes = len(manifest.classes)
     train_set = ManifestImages(manifest.subset("train"), spec, augment=build_augment(cfg.augment, cfg.image.size), seed=cfg.train.seed,
-                               cache=cfg.train.cache_images, reader=reader)
-    val_set = ManifestImages(manifest.subset("val"), spec, cache=cfg.train.cache_images, reader=reader)
-    test_set = ManifestImages(manifest.subset("test"), spec, cache=False, reader=reader)
+                               cache=cfg.train.cache_images, reader=read_any)
+    val_set = ManifestImages(manifest.subset("val"), spec, cache=cfg.train.cache_images, reader=read_any)
+    test_set = ManifestImages(manifest.subset("test"), spec, cache=False, reader=read_any)
     weights = class_weights(train_set.labels, n_classes)
     sampler_weights = weights[train_set.labels].tolist() if cfg.train.class_balance == "sampler" else None
     loader_args = {"batch_size": cfg.train.batch_size, "num_workers": cfg.train.num_workers,
