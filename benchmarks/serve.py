@@ -511,6 +511,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="untimed warm-up requests per client before each condition")
     parser.add_argument("--max-seconds", type=float, default=90.0, help="time cap per server and condition")
     parser.add_argument("--max-batch-size", type=int, default=16, help="dxlab serve --max-batch-size")
+    parser.add_argument("--dxlab-instances", type=int, default=1, help="dxlab serve --instances")
+    parser.add_argument("--dxlab-threads", type=int, default=0,
+                        help="dxlab serve --threads (0: its default, all cores but one on a CPU unless --torch-threads)")
     parser.add_argument("--max-delay-ms", type=float, default=2.0,
                         help="dxlab serve --max-delay-ms (short: on a CPU batches form while the previous forward "
                              "pass runs, and with one client every ms of delay is added to its latency)")
@@ -598,7 +601,8 @@ def main(argv: list[str] | None = None) -> int:
         while ports["mlflow"] == ports["dxlab"]:
             ports["mlflow"] = free_port()
         dxlab_flags = ["--max-batch-size", str(args.max_batch_size), "--max-delay-ms", f"{args.max_delay_ms:g}",
-                       "--device", args.serve_device]
+                       "--device", args.serve_device, "--instances", str(args.dxlab_instances),
+                       "--threads", str(args.dxlab_threads)]
         servers["dxlab"] = Server("dxlab", "dxlab serve", [tool("dxlab"), "serve", "--model", uri, "--host", "127.0.0.1",
                                                            "--port", str(ports["dxlab"]), *dxlab_flags],
                                   env, ports["dxlab"], "/v2/health/ready", home / "dxlab-serve.log")
@@ -718,7 +722,8 @@ def print_report(r: dict[str, Any], args) -> None:
     print(f"  {im['count']} real chest X-rays from {im['from']} (tb_shenzhen_montgomery_128 + cxr_misc; "
           f"{min(s[0] for s in im['sizes'])}-{max(s[0] for s in im['sizes'])} px, PNG and JPEG), one image per request")
     mc = r["machine"]
-    print(f"  machine: {mc['cpus']} CPUs, torch threads {mc['torch_threads']} in both servers; load average "
+    print(f"  machine: {mc['cpus']} CPUs, torch threads {mc['torch_threads']} by default (mlflow; dxlab unless --threads "
+          f"says otherwise); load average "
           f"{mc['load_average_before']} before, {mc['load_average_after']} after")
     print(f"  dxlab serve {r['dxlab_serve_flags']}: BYTES (base64 PNG/JPEG), decoded and preprocessed in the server")
     print(f"  mlflow models serve {r['mlflow_serve_flags']}: JSON {{\"inputs\": tensor}}, preprocessed on the client "

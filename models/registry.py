@@ -241,11 +241,25 @@ def densenet121(*, in_channels: int, num_classes: int, pretrained: bool = False,
     return model
 
 
-def _resnet(name: str, in_channels: int, num_classes: int, pretrained: bool, weights: str):
+#: ResNet stems: ImageNet's (7x7 stride-2 convolution, then max-pooling: /4) or a small-image one
+#: (3x3 stride-1 convolution, no pooling), as ResNets for 28-32 px images use (CIFAR, MedMNIST v2)
+RESNET_STEMS = ("imagenet", "small")
+
+
+def _resnet(name: str, in_channels: int, num_classes: int, pretrained: bool, weights: str, stem: str):
+    import torch.nn as nn
     import torchvision.models as tvm
 
+    if stem not in RESNET_STEMS:
+        raise ModelError(f"model {name!r}: stem={stem!r}; expected one of {', '.join(RESNET_STEMS)}")
+    if pretrained and stem != "imagenet":
+        raise ModelError(f"model {name!r}: the ImageNet weights need stem='imagenet'; stem={stem!r} trains from scratch "
+                         "(set pretrained=false)")
     model = getattr(tvm, name)(weights=None, num_classes=num_classes)
-    if in_channels == 1:
+    if stem == "small":
+        model.conv1 = nn.Conv2d(in_channels, model.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+    elif in_channels == 1:
         model.conv1 = _one_channel_conv(model.conv1)
     if pretrained:
         _load_pretrained(name, model, _weights(weights), first_conv="conv1.weight", head="fc.")
@@ -253,13 +267,13 @@ def _resnet(name: str, in_channels: int, num_classes: int, pretrained: bool, wei
 
 
 @register_model("resnet18", weights="ResNet18_Weights.IMAGENET1K_V1", description="torchvision ResNet-18")
-def resnet18(*, in_channels: int, num_classes: int, pretrained: bool = False):
-    return _resnet("resnet18", in_channels, num_classes, pretrained, "ResNet18_Weights")
+def resnet18(*, in_channels: int, num_classes: int, pretrained: bool = False, stem: str = "imagenet"):
+    return _resnet("resnet18", in_channels, num_classes, pretrained, "ResNet18_Weights", stem)
 
 
 @register_model("resnet50", weights="ResNet50_Weights.IMAGENET1K_V1", description="torchvision ResNet-50")
-def resnet50(*, in_channels: int, num_classes: int, pretrained: bool = False):
-    return _resnet("resnet50", in_channels, num_classes, pretrained, "ResNet50_Weights")
+def resnet50(*, in_channels: int, num_classes: int, pretrained: bool = False, stem: str = "imagenet"):
+    return _resnet("resnet50", in_channels, num_classes, pretrained, "ResNet50_Weights", stem)
 
 
 @register_model("efficientnet_b0", weights="EfficientNet_B0_Weights.IMAGENET1K_V1",

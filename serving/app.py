@@ -42,7 +42,7 @@ from dxlab import __version__
 from dxlab.errors import DxlabError, ServingError
 from dxlab.serving import oip
 from dxlab.serving.decode import decode_image
-from dxlab.serving.engine import Engine, EngineConfig, NotReadyError, PayloadTooLargeError
+from dxlab.serving.engine import Engine, EngineConfig, NotReadyError, PayloadTooLargeError, Prepared
 from dxlab.serving.metrics import UNKNOWN_MODEL
 
 log = logging.getLogger(__name__)
@@ -209,18 +209,17 @@ def create_app(engine_or_config: Engine | EngineConfig) -> FastAPI:
 
     # inference -------------------------------------------------------------------------------
 
-    def decode(name: str, body: bytes, headers: dict[str, str]) -> tuple[oip.InferRequest, dict[str, Any]]:
-        """Parse and decode in a worker thread: JSON, base64 and image decoding are CPU work."""
-        model = engine.model(name)
+    def prepare(name: str, version: str | None, body: bytes, headers: dict[str, str]) -> tuple[oip.InferRequest, Prepared]:
+        """Parse, decode and preprocess in one worker thread: JSON, base64, decoding and resizing are CPU work."""
+        model = engine.model(name, version)
         request = oip.parse_infer_request(body, headers)
         if request.encoded is not None:
             images = [decode_image(data, name=f"{request.input_name}[{i}]", max_pixels=config.max_image_pixels)
                       for i, data in enumerate(request.encoded)]
-            return request, {"images": images}
-        kind = oip.tensor_kind(request.tensor, model)
-        if kind == "batch":
-            return request, {"batch": request.tensor}
-        return request, {"images": list(request.tensor)}
+            return request, engine.prepare(name, images=images, version=version)
+        if oip.tensor_kind(request.tensor, model) == "batch":
+            return request, engine.prepare(name, batch=request.tensor, version=version)
+        return request, engine.prepare(name, images=list(request.tensor), version=version)
 
     @app.post("/v2/models/{name}/infer")
     @app.post("/v2/models/{name}/versions/{version}/infer")
@@ -232,10 +231,12 @@ def create_app(engine_or_config: Engine | EngineConfig) -> FastAPI:
                 raise NotReadyError("the service is starting or stopping; not ready")
             engine.model(name, version)  # 404 before reading a body for a model not served
             body = await request.body()
-            parsed, inputs = await run_in_threadpool(decode, name, body, dict(request.headers))
-            result = await engine.apredict(name, heatmap=parsed.heatmap, heatmap_label=parsed.heatmap_label,
-                                           version=version, **inputs)
-            payload = await run_in_threadpool(oip.infer_response, result, parsed, config.heatmap_grid_size)
+            parsed, prepared = await run_in_threadpool(prepare, name, version, body, dict(request.headers))
+            result = await engine.aresult(prepared, heatmap=parsed.heatmap, heatmap_label=parsed.heatmap_label)
+            if parsed.heatmap:  # PNG overlays to encode: a worker thread's job
+                payload = await run_in_threadpool(oip.infer_response, result, parsed, config.heatmap_grid_size)
+            else:
+                payload = oip.infer_response(result, parsed, config.heatmap_grid_size)
         except ServingError as exc:
             metrics.request(model_label, version_label, _OUTCOMES.get(exc.status, "error"))
             raise

@@ -64,6 +64,7 @@ import numpy as np
 import torch
 
 from dxlab.errors import DxlabError, ModelError, ServingError
+from dxlab.models.inference import inference_network
 from dxlab.serving.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -175,6 +176,10 @@ class EngineConfig:
     max_image_pixels: int = 50_000_000
     #: side of the small heatmap array returned beside the PNG overlay
     heatmap_grid_size: int = 16
+    #: forward passes that run at once per model (worker threads sharing its queue and its network)
+    instances: int = 1
+    #: torch's intra-op threads per forward pass; 0: auto (see :func:`forward_threads`)
+    threads: int = 0
 
     def __post_init__(self) -> None:
         models = (self.models,) if isinstance(self.models, str) else tuple(self.models)
@@ -190,7 +195,8 @@ class EngineConfig:
             raise ServingError(f"device={self.device!r}; expected one of {', '.join(DEVICES)}")
         if self.precision not in PRECISIONS:
             raise ServingError(f"precision={self.precision!r}; expected one of {', '.join(PRECISIONS)}")
-        for key, low in (("max_batch_size", 1), ("queue_size", 1), ("max_image_pixels", 1), ("heatmap_grid_size", 1)):
+        for key, low in (("max_batch_size", 1), ("queue_size", 1), ("max_image_pixels", 1), ("heatmap_grid_size", 1),
+                         ("instances", 1), ("threads", 0)):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ServingError(f"{key}={value!r}; expected an integer >= {low}")
@@ -219,6 +225,25 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ServingError(f"device={device!r} but no CUDA GPU is available here; use --device cpu or auto")
     return torch.device(device)
+
+
+def forward_threads(threads: int, instances: int, device: torch.device) -> int:
+    """Torch's intra-op threads per forward pass; 0: leave torch's setting alone.
+
+    ``threads`` > 0 is taken as given. Auto (0) on the CPU, when neither
+    ``OMP_NUM_THREADS`` nor ``MKL_NUM_THREADS`` is set: the usable cores but one,
+    shared among the ``instances`` that run at once. The core left over is for
+    the HTTP server and the image decoding, which run in the same process while
+    a forward pass computes: when they take a core from a pass that counted on
+    all of them, its threads wait for each other at every layer and the pass
+    slows down (measured in ``benchmarks/serve.py``).
+    """
+    if threads:
+        return threads
+    if device.type != "cpu" or os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, (cores - 1) // instances)
 
 
 def _amp_dtype(device: torch.device, precision: str) -> torch.dtype | None:
@@ -292,6 +317,8 @@ class LoadedModel:
         self.packaged = packaged
         self.device = packaged.device
         self.amp_dtype = amp_dtype
+        #: the network the batched forward passes run: BatchNorm folded, channels-last (Grad-CAM uses the package's)
+        self.net = inference_network(packaged.model, self.input_shape, device=self.device)
         #: Grad-CAM requests run one at a time per loaded model
         self.cam_lock = threading.Lock()
         #: the package's fitted out-of-distribution guards (older packages have none: no abstention)
@@ -317,13 +344,14 @@ class LoadedModel:
     def forward(self, x: torch.Tensor, *, with_features: bool = False):
         """Preprocessed batch -> calibrated probabilities (N, K), float32 on the CPU; with
         ``with_features`` also the penultimate features of the same pass (for the OOD detector)."""
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), self._autocast():
             if with_features:
                 from dxlab.models.ood import features
 
-                feats, logits = features(self.packaged.model, x, with_logits=True)
+                feats, logits = features(self.net, x, with_logits=True)
             else:
-                logits = self.packaged.model(x.to(self.device, non_blocking=True))
+                logits = self.net(x)
             proba = self.packaged.proba_from_logits(logits).cpu().numpy()
         return (proba, feats) if with_features else proba
 
@@ -404,8 +432,10 @@ class _ModelServer:
         self.requests_done = 0
         metrics.served(source.name, model.version)
         metrics.track_queue(source.name, lambda: self._pending)
-        self._thread = threading.Thread(target=self._run, name=f"dxlab-batcher-{source.name}", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, name=f"dxlab-batcher-{source.name}-{i}", daemon=True)
+                         for i in range(config.instances)]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def depth(self) -> int:
@@ -442,7 +472,8 @@ class _ModelServer:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        self._thread.join(timeout=30)
+        for thread in self._threads:
+            thread.join(timeout=30)
         with self._cond:
             while self._queue:
                 item = self._queue.popleft()
@@ -525,7 +556,8 @@ class _ModelServer:
             return
         self._batch_seconds = seconds if not self._batch_seconds else 0.8 * self._batch_seconds + 0.2 * seconds
         largest = min(n, self.config.max_batch_size)
-        self.batch_sizes[largest] += 1
+        with self._cond:
+            self.batch_sizes[largest] += 1
         self.metrics.batch_size.labels(self.source.name, model.version).observe(largest)
         self.metrics.inference_seconds.labels(self.source.name, model.version).observe(seconds)
         offset = 0
@@ -533,7 +565,8 @@ class _ModelServer:
             size = item.prepared.size
             item.future.set_result(_Rows(model, proba[offset:offset + size], reasons[offset:offset + size], n))
             offset += size
-        self.requests_done += len(items)
+        with self._cond:
+            self.requests_done += len(items)
 
 
 def _ood_reasons(model: LoadedModel, raw: list[np.ndarray | None], batch: torch.Tensor,
@@ -578,6 +611,7 @@ class Engine:
         self._poller: threading.Thread | None = None
         self._reload_lock = threading.Lock()
         self._started = False
+        self._threads_before = 0  # torch's thread count before start() changed it
 
     # lifecycle ----------------------------------------------------------------
 
@@ -585,6 +619,10 @@ class Engine:
         """Load and warm every model, then start the batchers and the reload poller."""
         if self._started:
             return self
+        threads = forward_threads(self.config.threads, self.config.instances, self.device)
+        if threads and threads != torch.get_num_threads():
+            self._threads_before = torch.get_num_threads()
+            torch.set_num_threads(threads)
         try:
             for source in self.config.sources:
                 model = self._load(source)
@@ -607,6 +645,9 @@ class Engine:
         for server in self._servers.values():
             server.stop()
         self._started = False
+        if self._threads_before:
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = 0
 
     def __enter__(self) -> Engine:
         return self.start()
@@ -709,13 +750,11 @@ class Engine:
             raise RequestTimeoutError(f"no answer within {self.config.timeout_s:g} s") from None
         return self.finish(prepared, rows, heatmap=heatmap, heatmap_label=heatmap_label)
 
-    async def apredict(self, name: str, *, images: Sequence[np.ndarray] | None = None,
-                       batch: np.ndarray | torch.Tensor | None = None, heatmap: bool = False,
-                       heatmap_label: str | None = None, version: str | None = None) -> InferenceResult:
-        """:meth:`predict` for asyncio: preprocessing and Grad-CAM run in worker threads, the wait is awaited."""
+    async def aresult(self, prepared: Prepared, *, heatmap: bool = False,
+                      heatmap_label: str | None = None) -> InferenceResult:
+        """Queue a prepared request and await its result (Grad-CAM, when asked, in a worker thread)."""
         from starlette.concurrency import run_in_threadpool
 
-        prepared = await run_in_threadpool(self.prepare, name, images=images, batch=batch, version=version)
         if heatmap_label is not None:
             self._check_label(prepared.model, heatmap_label)
         future = self.submit(prepared)

@@ -32,6 +32,11 @@ def register(areas) -> None:
     p.add_argument("--timeout-s", type=float, default=10.0, help="a request not answered in time gets 504")
     p.add_argument("--reload-interval-s", type=float, default=30.0,
                    help="how often the registry is asked where each @alias points (0: never; no hot reload)")
+    p.add_argument("--instances", type=int, default=1,
+                   help="forward passes that run at once per model (worker threads sharing its queue)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads per forward pass (0: auto; on the CPU the cores but one, which is left to HTTP "
+                        "and decoding, shared among the instances; OMP_NUM_THREADS, when set, wins)")
     p.add_argument("--max-body-mb", type=float, default=20.0, help="largest request body (413 above it)")
     p.add_argument("--engine", choices=ENGINES, default="local",
                    help="local: this process (uvicorn); ray: Ray Serve replicas (pip install 'dxlab[ray]')")
@@ -46,7 +51,8 @@ def engine_config(args):
     return EngineConfig(models=tuple(args.models), device=args.device, precision=args.precision,
                         max_batch_size=args.max_batch_size, max_delay_ms=args.max_delay_ms, queue_size=args.queue_size,
                         timeout_s=args.timeout_s, reload_interval_s=args.reload_interval_s,
-                        tracking_uri=args.tracking_uri, max_body_mb=args.max_body_mb)
+                        tracking_uri=args.tracking_uri, max_body_mb=args.max_body_mb, instances=args.instances,
+                        threads=args.threads)
 
 
 def cmd_serve(args) -> int:

@@ -65,6 +65,22 @@ def test_builder_specific_arguments_are_listed_and_used():
     assert build_model("efficientnet_b0", in_channels=3, num_classes=2, dropout=0.5).classifier[0].p == 0.5
 
 
+def test_the_small_resnet_stem_keeps_28_px_images_large_enough():
+    import torch
+
+    small = build_model("resnet18", in_channels=1, num_classes=2, stem="small").eval()
+    assert small.conv1.kernel_size == (3, 3) and small.conv1.stride == (1, 1) and small.conv1.in_channels == 1
+    seen = {}
+    small.layer4.register_forward_hook(lambda m, i, o: seen.update(layer4=tuple(o.shape[2:])))
+    with torch.no_grad():
+        assert small(torch.zeros(2, 1, 28, 28)).shape == (2, 2)
+    assert seen["layer4"] == (4, 4)  # the ImageNet stem leaves 1x1 of a 28-px image there
+    with pytest.raises(ModelError, match="stem='tiny'; expected one of imagenet, small"):
+        build_model("resnet50", in_channels=3, num_classes=2, stem="tiny")
+    with pytest.raises(ModelError, match="need stem='imagenet'"):
+        build_model("resnet18", in_channels=3, num_classes=2, stem="small", pretrained=True)
+
+
 def test_unknown_model_lists_the_valid_names():
     with pytest.raises(ModelError) as err:
         build_model("resnet1000", in_channels=3, num_classes=2)

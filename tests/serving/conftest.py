@@ -118,9 +118,9 @@ def dicom_bytes(image: np.ndarray, *, pixels: bool = True, transfer_syntax: str 
 
 
 def blocking_forward(monkeypatch, engine, model_name: str):
-    """Make the model's forward pass wait for the returned event (a slow model, deterministically)."""
+    """Make the model's batched forward pass wait for the returned event (a slow model, deterministically)."""
     gate, entered = threading.Event(), threading.Event()
-    model = engine.model(model_name).packaged.model
+    model = engine.model(model_name).net
     original = model.forward
 
     def slow(x):

@@ -70,6 +70,57 @@ def test_batched_and_unbatched_results_agree(engine):
     np.testing.assert_allclose(together.probabilities.sum(1), 1.0, rtol=1e-5)
 
 
+def test_two_instances_run_forward_passes_at_once_and_agree(registry, monkeypatch):
+    images = cxr_images(12, seed=4)
+    with Engine(config(registry, warmup=False)) as one:
+        expected = one.predict(MODEL, images=images).probabilities
+    with Engine(config(registry, instances=2, max_batch_size=2, max_delay_ms=0, warmup=False)) as engine:
+        # the first forward pass waits for the gate; later ones (on the other instance) run
+        gate, entered = threading.Event(), threading.Event()
+        net = engine.model(MODEL).net
+        original = net.forward
+
+        def first_waits(x):
+            if not entered.is_set():
+                entered.set()
+                gate.wait(10)
+            return original(x)
+
+        monkeypatch.setattr(net, "forward", first_waits)
+        first = engine.submit(engine.prepare(MODEL, images=images[:2]))
+        assert entered.wait(5)
+        # the first instance is held inside its forward pass; the second still answers
+        second = engine.submit(engine.prepare(MODEL, images=images[2:4]))
+        deadline = time.monotonic() + 5
+        while not second.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert second.done() and not first.done()
+        gate.set()
+        first.result(5)
+        with ThreadPoolExecutor(12) as pool:
+            results = list(pool.map(lambda im: engine.predict(MODEL, images=[im]), images))
+    np.testing.assert_allclose(np.concatenate([r.probabilities for r in results]), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(("threads", "instances", "device", "env", "cores", "expected"), [
+    (3, 1, "cpu", {}, 8, 3),                      # as given
+    (0, 1, "cpu", {}, 8, 7),                      # all cores but one
+    (0, 2, "cpu", {}, 8, 3),                      # shared among the instances
+    (0, 1, "cpu", {}, 1, 1),                      # at least one
+    (0, 1, "cpu", {"OMP_NUM_THREADS": "2"}, 8, 0),  # the environment wins: left alone
+    (0, 1, "cuda", {}, 8, 0),                     # the GPU computes: left alone
+])
+def test_forward_thread_budget(monkeypatch, threads, instances, device, env, cores, expected):
+    from dxlab.serving.engine import forward_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert forward_threads(threads, instances, torch.device(device)) == expected
+
+
 def test_preprocessed_batches_are_accepted_and_checked(engine):
     images = cxr_images(3, seed=3)
     batch = engine.model(MODEL).packaged.preprocess(images)
@@ -169,6 +220,8 @@ def test_model_sources_parse(text, name, alias, version):
     ({"device": "tpu"}, "auto, cpu, cuda"),
     ({"max_batch_size": 0}, "max_batch_size"),
     ({"timeout_s": 0}, "timeout_s"),
+    ({"instances": 0}, "instances"),
+    ({"threads": -1}, "threads"),
 ])
 def test_bad_configs_are_refused_with_the_valid_values(changes, message):
     with pytest.raises(ServingError, match=message):
