@@ -43,12 +43,14 @@ gets (OIP ``FP32``, same rounding), to separate the payload from the engine.
 
 Latency is the client's end-to-end time of one HTTP request (send, server
 work, receive). Both servers run with their default settings except dxlab's
-batching flags, ``--max-batch-size 16 --max-delay-ms 2`` by default (on a CPU
-the forward pass is compute-bound, so batching buys little per image; under
+batching flags, ``--max-batch-size 16 --max-delay-ms 2`` by default (under
 load the next batch forms while the previous forward pass runs whatever the
 delay, and with one client every millisecond of delay adds to its latency),
-and ``--device cpu`` (the baseline's pyfunc loads on the CPU); torch uses its default thread count in both (all cores)
-unless ``--torch-threads N``, which sets ``OMP_NUM_THREADS``/``MKL_NUM_THREADS``
+and ``--device cpu`` (the baseline's pyfunc loads on the CPU). Threads: mlflow
+runs torch's default (all cores, one forward pass at a time); dxlab its own
+defaults (``--instances``/``--threads`` auto: on this 2-core machine two
+single-threaded forward passes at once), or ``--dxlab-instances`` and
+``--dxlab-threads``. ``--torch-threads N`` sets ``OMP_NUM_THREADS``/``MKL_NUM_THREADS``
 for both servers (and this process) alike. The client threads run on the same
 machine and share its CPUs with the server under test, equally for both.
 
@@ -62,7 +64,7 @@ process and without HTTP, the engine's forward pass in bf16 (or fp16) at batch
 was skipped.
 
     .venv/bin/python benchmarks/serve.py [--data DIR] [--arch resnet18] [--size 128]
-        [--clients 1 16] [--requests 200] [--max-seconds 90] [--max-batch-size 16] [--max-delay-ms 2]
+        [--clients 1 16] [--requests 800] [--max-seconds 90] [--max-batch-size 16] [--max-delay-ms 2]
         [--torch-threads N] [--dxlab-tensor] [--no-profile] [--json]
 """
 
@@ -504,14 +506,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=128, help="input side in pixels (configs/tb_cxr.yaml: 128)")
     parser.add_argument("--images", type=int, default=64, help="distinct X-rays cycled through by the clients")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16], help="concurrent clients, one condition each")
-    parser.add_argument("--requests", type=int, default=200, help="timed requests per server and condition")
+    parser.add_argument("--requests", type=int, default=800, help="timed requests per server and condition")
     parser.add_argument("--rounds", type=int, default=4,
                         help="split each condition into this many rounds, alternating the servers, so that the "
                              "machine's changing background load hits both alike")
     parser.add_argument("--warmup", type=int, default=3, help="untimed warm-up requests per client before each condition")
     parser.add_argument("--max-seconds", type=float, default=90.0, help="time cap per server and condition")
     parser.add_argument("--max-batch-size", type=int, default=16, help="dxlab serve --max-batch-size")
-    parser.add_argument("--dxlab-instances", type=int, default=1, help="dxlab serve --instances")
+    parser.add_argument("--dxlab-instances", type=int, default=0, help="dxlab serve --instances (0: its default)")
     parser.add_argument("--dxlab-threads", type=int, default=0,
                         help="dxlab serve --threads (0: its default, all cores but one on a CPU unless --torch-threads)")
     parser.add_argument("--max-delay-ms", type=float, default=2.0,

@@ -9,12 +9,21 @@ never from here.
 **Device and precision.** ``device="auto"`` takes CUDA when present, else the
 CPU. Every forward pass runs under ``torch.inference_mode``; on a GPU also
 under autocast (bf16 where the card supports it, else fp16; ``precision``
-overrides). Probabilities are always computed in float32. Each model is warmed
-up (batch 1 and the maximum batch, and one Grad-CAM) before it serves.
+overrides). Probabilities are always computed in float32. The forward passes
+run on an inference copy of the network (:func:`dxlab.models.inference.inference_network`:
+BatchNorm folded into the convolutions, channels-last memory; the same answers
+up to float rounding). Each model is warmed up (batch 1 and the maximum batch,
+and one Grad-CAM) before it serves.
 
-**Dynamic batching.** Each model has one worker thread and one bounded queue.
+**Threads.** Each model has ``instances`` worker threads (auto: two on a CPU
+with two cores or more, else one), each running its own forward passes with
+``threads`` torch threads (auto on the CPU: the cores but one, shared among
+the instances; see :func:`forward_threads`). The setting is process-wide:
+:meth:`Engine.stop` restores torch's thread count.
+
+**Dynamic batching.** Each model has one bounded queue that its workers share.
 A request (one or more images) is decoded and preprocessed in the caller's
-thread, then queued. The worker takes the oldest request, waits until
+thread, then queued. A free worker takes the oldest request, waits until
 ``max_batch_size`` images are queued or ``max_delay_ms`` has passed since that
 request arrived, concatenates what it took (whole requests, up to
 ``max_batch_size`` images; a larger request runs alone, in chunks), runs one
@@ -176,8 +185,9 @@ class EngineConfig:
     max_image_pixels: int = 50_000_000
     #: side of the small heatmap array returned beside the PNG overlay
     heatmap_grid_size: int = 16
-    #: forward passes that run at once per model (worker threads sharing its queue and its network)
-    instances: int = 1
+    #: forward passes that run at once per model (worker threads sharing its queue and its network); 0: auto
+    #: (see :func:`forward_instances`)
+    instances: int = 0
     #: torch's intra-op threads per forward pass; 0: auto (see :func:`forward_threads`)
     threads: int = 0
 
@@ -196,7 +206,7 @@ class EngineConfig:
         if self.precision not in PRECISIONS:
             raise ServingError(f"precision={self.precision!r}; expected one of {', '.join(PRECISIONS)}")
         for key, low in (("max_batch_size", 1), ("queue_size", 1), ("max_image_pixels", 1), ("heatmap_grid_size", 1),
-                         ("instances", 1), ("threads", 0)):
+                         ("instances", 0), ("threads", 0)):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ServingError(f"{key}={value!r}; expected an integer >= {low}")
@@ -227,6 +237,19 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def forward_instances(instances: int, device: torch.device) -> int:
+    """Forward passes that run at once per model: ``instances`` when > 0; auto (0): two on a CPU
+    with two cores or more, else one. Two single-threaded passes use two cores without the
+    per-layer waits of one pass split over two threads (measured in ``benchmarks/serve.py``)."""
+    if instances:
+        return instances
+    return 2 if device.type == "cpu" and _usable_cores() >= 2 else 1
+
+
 def forward_threads(threads: int, instances: int, device: torch.device) -> int:
     """Torch's intra-op threads per forward pass; 0: leave torch's setting alone.
 
@@ -242,8 +265,7 @@ def forward_threads(threads: int, instances: int, device: torch.device) -> int:
         return threads
     if device.type != "cpu" or os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, (cores - 1) // instances)
+    return max(1, (_usable_cores() - 1) // instances)
 
 
 def _amp_dtype(device: torch.device, precision: str) -> torch.dtype | None:
@@ -418,7 +440,8 @@ class _Rows:
 class _ModelServer:
     """One served name: the loaded model now current, its queue and its worker thread."""
 
-    def __init__(self, source: ModelSource, model: LoadedModel, config: EngineConfig, metrics: Metrics) -> None:
+    def __init__(self, source: ModelSource, model: LoadedModel, config: EngineConfig, metrics: Metrics,
+                 instances: int = 1) -> None:
         self.source = source
         self.current = model
         self.config = config
@@ -433,7 +456,7 @@ class _ModelServer:
         metrics.served(source.name, model.version)
         metrics.track_queue(source.name, lambda: self._pending)
         self._threads = [threading.Thread(target=self._run, name=f"dxlab-batcher-{source.name}-{i}", daemon=True)
-                         for i in range(config.instances)]
+                         for i in range(instances)]
         for thread in self._threads:
             thread.start()
 
@@ -612,6 +635,8 @@ class Engine:
         self._reload_lock = threading.Lock()
         self._started = False
         self._threads_before = 0  # torch's thread count before start() changed it
+        #: forward passes that run at once per model
+        self.instances = forward_instances(config.instances, self.device)
 
     # lifecycle ----------------------------------------------------------------
 
@@ -619,14 +644,14 @@ class Engine:
         """Load and warm every model, then start the batchers and the reload poller."""
         if self._started:
             return self
-        threads = forward_threads(self.config.threads, self.config.instances, self.device)
+        threads = forward_threads(self.config.threads, self.instances, self.device)
         if threads and threads != torch.get_num_threads():
             self._threads_before = torch.get_num_threads()
             torch.set_num_threads(threads)
         try:
             for source in self.config.sources:
                 model = self._load(source)
-                self._servers[source.name] = _ModelServer(source, model, self.config, self.metrics)
+                self._servers[source.name] = _ModelServer(source, model, self.config, self.metrics, self.instances)
         except BaseException:
             self.stop()
             raise

@@ -204,13 +204,31 @@ def valid_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str
     return keys
 
 
-def _submodel(annotation: Any) -> type[BaseModel] | None:
-    """The section model of a field: ``Section`` or ``Section | None``; not tuples of models."""
+def _fields_at(loc: tuple) -> list[str]:
+    """The keys of the config section at ``loc`` (list indices pass into the items' section)."""
+    model: type[BaseModel] = RunConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        sub = None if field is None else _submodel(field.annotation, items=True)
+        if sub is None:
+            return []
+        model = sub
+    return list(model.model_fields)
+
+
+def _submodel(annotation: Any, *, items: bool = False) -> type[BaseModel] | None:
+    """The section model of a field: ``Section`` or ``Section | None``; with ``items``, also the
+    item model of ``tuple[Section, ...]``."""
     import types
     import typing
 
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
+    if items and typing.get_origin(annotation) is tuple:
+        args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        return _submodel(args[0]) if len(args) == 1 else None
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         models = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
         return models[0] if models else None
@@ -275,7 +293,7 @@ def _explain(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         if err["type"] == "extra_forbidden":
             parent = ".".join(str(p) for p in err["loc"][:-1])
-            valid = [k for k in valid_keys() if k.startswith(parent + ".")] if parent else sorted({k.split(".")[0] for k in valid_keys()})
+            valid = [f"{parent}.{name}" if parent else name for name in _fields_at(err["loc"][:-1])]
             lines.append(f"  {where}: unknown key; valid keys here: {', '.join(valid)}")
         else:
             lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})")

@@ -32,8 +32,9 @@ def register(areas) -> None:
     p.add_argument("--timeout-s", type=float, default=10.0, help="a request not answered in time gets 504")
     p.add_argument("--reload-interval-s", type=float, default=30.0,
                    help="how often the registry is asked where each @alias points (0: never; no hot reload)")
-    p.add_argument("--instances", type=int, default=1,
-                   help="forward passes that run at once per model (worker threads sharing its queue)")
+    p.add_argument("--instances", type=int, default=0,
+                   help="forward passes that run at once per model, worker threads sharing its queue (0: auto; two "
+                        "on a CPU with two cores or more, else one)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads per forward pass (0: auto; on the CPU the cores but one, which is left to HTTP "
                         "and decoding, shared among the instances; OMP_NUM_THREADS, when set, wins)")

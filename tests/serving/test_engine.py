@@ -121,6 +121,15 @@ def test_forward_thread_budget(monkeypatch, threads, instances, device, env, cor
     assert forward_threads(threads, instances, torch.device(device)) == expected
 
 
+@pytest.mark.parametrize(("instances", "device", "cores", "expected"), [
+    (3, "cpu", 8, 3), (0, "cpu", 8, 2), (0, "cpu", 2, 2), (0, "cpu", 1, 1), (0, "cuda", 8, 1)])
+def test_forward_instances(monkeypatch, instances, device, cores, expected):
+    from dxlab.serving.engine import forward_instances
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert forward_instances(instances, torch.device(device)) == expected
+
+
 def test_preprocessed_batches_are_accepted_and_checked(engine):
     images = cxr_images(3, seed=3)
     batch = engine.model(MODEL).packaged.preprocess(images)
@@ -220,7 +229,7 @@ def test_model_sources_parse(text, name, alias, version):
     ({"device": "tpu"}, "auto, cpu, cuda"),
     ({"max_batch_size": 0}, "max_batch_size"),
     ({"timeout_s": 0}, "timeout_s"),
-    ({"instances": 0}, "instances"),
+    ({"instances": -1}, "instances"),
     ({"threads": -1}, "threads"),
 ])
 def test_bad_configs_are_refused_with_the_valid_values(changes, message):

@@ -45,6 +45,10 @@ def test_unknown_keys_are_refused_with_the_valid_keys(tmp_path):
     nested.write_text((CONFIGS / "tb_cxr-tiny.yaml").read_text().replace("batch_size: 16", "batch: 16"))
     with pytest.raises(ConfigError, match=r"train.batch: unknown key; valid keys here: .*train.batch_size"):
         load_config(nested)
+    # inside a list of sections: the item's keys (a YAML flow mapping needs "key: value", with the space)
+    with pytest.raises(ConfigError, match=r"data.sources.0.manifest:x.csv: unknown key; valid keys here: "
+                                          r"data.sources.0.dataset, data.sources.0.root, data.sources.0.manifest"):
+        load_config(CONFIGS / "tb_cxr.yaml", ["data.sources=[{manifest:x.csv}]"])
 
 
 @pytest.mark.parametrize("override,message", [
