@@ -123,6 +123,9 @@ class TrainConfig(_Frozen):
     seed: int = 0
     num_workers: int = Field(0, ge=0)
     early_stopping: EarlyStopping | None = EarlyStopping()
+    #: end with the weights of the epoch with the best validation AUROC (else: of the last epoch; on
+    #: a validation split of a few dozen images the "best" epoch is mostly noise)
+    restore_best: bool = True
     class_balance: Literal["none", "weights", "sampler"] = "weights"
     cache_images: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"

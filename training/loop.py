@@ -98,11 +98,13 @@ def _set_epoch(loader: torch.utils.data.DataLoader, epoch: int) -> None:
 
 
 class EarlyStopping(Callback):
-    """Stop when ``metric`` has not improved by ``min_delta`` for ``patience`` epochs;
-    keep the best weights and restore them at the end."""
+    """Stop when ``metric`` has not improved by ``min_delta`` for ``patience`` epochs (unless ``stop``
+    is False); keep the best weights and, with ``restore``, end the run with them."""
 
-    def __init__(self, metric: str = "val_auroc", patience: int = 5, min_delta: float = 0.0, stop: bool = True) -> None:
+    def __init__(self, metric: str = "val_auroc", patience: int = 5, min_delta: float = 0.0, stop: bool = True,
+                 restore: bool = True) -> None:
         self.metric, self.patience, self.min_delta, self.enabled = metric, patience, min_delta, stop
+        self.restore = restore
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         value = metrics.get(self.metric, float("nan"))
@@ -118,7 +120,7 @@ class EarlyStopping(Callback):
                 state.stop = True
 
     def on_train_end(self, trainer: Trainer) -> None:
-        if trainer.best_weights is not None:
+        if self.restore and trainer.best_weights is not None:
             _unwrap(trainer.model).load_state_dict(trainer.best_weights)
 
 

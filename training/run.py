@@ -257,7 +257,7 @@ def train(
 
     es = cfg.train.early_stopping
     stopper = EarlyStopping("val_auroc", patience=es.patience if es else 1, min_delta=es.min_delta if es else 0.0,
-                            stop=es is not None)
+                            stop=es is not None, restore=cfg.train.restore_best)
     cbs: list[Callback] = [stopper]
     if dist.main:
         cbs += [Checkpoint(ckpt_path, cfg.to_yaml(), lambda: tracking_run_id[0]), MlflowEpochLogger()]
