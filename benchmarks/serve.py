@@ -747,7 +747,8 @@ def print_report(r: dict[str, Any], args) -> None:
                   f"{fmt(s.get('forward_busy')):>9}" + ("  (time cap)" if s["capped_by_time"] else ""))
             for e in s.get("first_errors", []):
                 print(f"{'':>9}error: {e}")
-    print("  batch: mean images per forward pass; fwd busy: share of wall time the batcher spent in forward passes")
+    print("  batch: mean images per forward pass; fwd busy: wall time spent in forward passes over the run's wall "
+          "time, summed over dxlab's instances (up to their number)")
     print("  peak RSS: the server's process tree (mlflow: the CLI process plus its uvicorn child), from start")
     print()
     print("ratios dxlab / mlflow and targets (docs/TARGETS.md)")

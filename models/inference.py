@@ -4,15 +4,20 @@
 forward passes; the network itself is left as it is (Grad-CAM and training
 need the unfused modules). In eval mode a BatchNorm after a convolution is an
 affine map per channel, so it can be folded into the convolution's weights and
-bias (``torch.fx``'s conv-BN fusion, applied where the convolution's output
-feeds only the BatchNorm); the result differs from the original only by
-float rounding (checked on a probe batch before it is used). Channels-last
-memory lets oneDNN (CPU) and cuDNN pick their faster convolution kernels.
+bias. A BatchNorm is taken to follow a convolution when it is registered right
+after it in the same parent module with as many channels (torchvision's and
+MONAI's blocks, ``nn.Sequential`` stems); the folded BatchNorm becomes an
+``nn.Identity``, so every submodule keeps its name and hooks on them (the
+out-of-distribution features hook on the last ``nn.Linear``) work on the copy
+as on the original. The copy is checked against the original on a probe batch
+before it is used: where the guess was wrong (a network that applies that
+BatchNorm to something else) it differs, and the unfused copy is used instead
+(logged). No tracing is involved: ``torch.fx`` tracing patches
+``nn.Module.__call__`` for the whole process, which would break forward passes
+running in other threads while a new model version loads.
 
-Both steps are an optimisation: a network that ``torch.fx`` cannot trace, or
-whose fused copy does not match on the probe, is used unfused (and logged).
-The submodules keep their names, so hooks on them (the out-of-distribution
-features hook on the last ``nn.Linear``) work on the copy as on the original.
+Channels-last memory lets oneDNN (CPU) and cuDNN pick their faster convolution
+kernels. The copy gives the same answers as the original up to float rounding.
 """
 
 from __future__ import annotations
@@ -43,19 +48,25 @@ def inference_network(model: nn.Module, input_shape: tuple[int, ...], *, device:
 
 
 def _fused(net: nn.Module, probe: torch.Tensor) -> nn.Module:
-    from torch.fx.experimental.optimization import fuse
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
-        return net
-    try:
-        fused = fuse(net, inplace=False)
-    except Exception as exc:  # noqa: BLE001 - any tracing failure: serve the network as it is
-        log.info("%s: BatchNorm not folded (torch.fx cannot trace it: %s)", type(net).__name__, exc)
+    fused = copy.deepcopy(net)
+    folded = 0
+    for parent in list(fused.modules()):
+        names = list(parent._modules)
+        for conv_name, bn_name in zip(names, names[1:]):
+            conv, bn = parent._modules[conv_name], parent._modules[bn_name]
+            if type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d and bn.track_running_stats \
+                    and conv.out_channels == bn.num_features:
+                parent._modules[conv_name] = fuse_conv_bn_eval(conv, bn)
+                parent._modules[bn_name] = nn.Identity()
+                folded += 1
+    if not folded:
         return net
     with torch.inference_mode():
         expected, got = net(probe).float(), fused(probe).float()
     if expected.shape != got.shape or not torch.allclose(expected, got, atol=FUSION_TOLERANCE, rtol=1e-3):
-        log.warning("%s: the BatchNorm-folded copy does not match the network (max difference %s); not used",
-                    type(net).__name__, (expected - got).abs().max().item() if expected.shape == got.shape else "shape")
+        log.info("%s: BatchNorm not folded (the folded copy does not match the network on a probe batch: a "
+                 "BatchNorm registered after a convolution is applied to something else)", type(net).__name__)
         return net
     return fused.eval()

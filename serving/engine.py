@@ -438,7 +438,7 @@ class _Rows:
 
 
 class _ModelServer:
-    """One served name: the loaded model now current, its queue and its worker thread."""
+    """One served name: the loaded model now current, its queue and its worker threads (the instances)."""
 
     def __init__(self, source: ModelSource, model: LoadedModel, config: EngineConfig, metrics: Metrics,
                  instances: int = 1) -> None:

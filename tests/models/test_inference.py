@@ -50,26 +50,51 @@ def test_batchnorm_is_folded_away():
     assert not fast.training
 
 
-class _Untraceable(nn.Module):
-    """Control flow on tensor values: torch.fx cannot trace it."""
+class _Misleading(nn.Module):
+    """A BatchNorm registered right after a convolution but applied to the sum with a skip connection."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.conv, self.bn, self.fc = nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 2)
+        self.conv, self.bn, self.fc = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Linear(4, 2)
 
     def forward(self, x):
-        y = self.bn(self.conv(x))
-        if y.mean() > 0:
-            y = y * 2
-        return self.fc(y.mean(dim=(2, 3)))
+        return self.fc(self.bn(self.conv(x) + x).mean(dim=(2, 3)))
 
 
-def test_an_untraceable_network_is_served_unfused(caplog):
-    net = _trained_like(_Untraceable())
+def test_a_wrong_guess_is_caught_and_the_network_served_unfused(caplog):
+    net = _trained_like(_Misleading())
     with caplog.at_level(logging.INFO, logger="dxlab.models.inference"):
-        fast = inference_network(net, (1, 16, 16))
+        fast = inference_network(net, (4, 16, 16))
     assert "not folded" in caplog.text
     assert any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
-    x = torch.randn(3, 1, 16, 16)
+    x = torch.randn(3, 4, 16, 16)
     with torch.inference_mode():
         torch.testing.assert_close(fast(x), net(x))
+
+
+def test_the_copy_runs_while_another_model_is_being_prepared():
+    """Preparing a copy patches nothing global: forward passes in other threads keep working."""
+    import threading
+
+    net = _trained_like(build_model("resnet18", in_channels=1, num_classes=2))
+    fast = inference_network(net, (1, 32, 32))
+    errors, stop = [], threading.Event()
+
+    def serve():
+        x = torch.randn(2, 1, 32, 32).contiguous(memory_format=torch.channels_last)
+        while not stop.is_set():
+            try:
+                with torch.inference_mode():
+                    fast(x)
+            except Exception as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        for _ in range(3):
+            inference_network(net, (1, 32, 32))
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not errors, errors[:1]

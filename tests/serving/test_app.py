@@ -300,7 +300,7 @@ def test_oversized_bodies_are_refused_413(client):
 
 
 def test_queue_full_is_429_with_retry_after_and_timeouts_504(registry, monkeypatch):
-    cfg = config(registry, max_batch_size=1, max_delay_ms=0, queue_size=1, timeout_s=0.3, warmup=False)
+    cfg = config(registry, max_batch_size=1, max_delay_ms=0, queue_size=1, instances=1, timeout_s=0.3, warmup=False)
     with Engine(cfg) as engine, TestClient(create_app(engine)) as client:
         gate, entered = blocking_forward(monkeypatch, engine, MODEL)
         body = bytes_request(png_bytes(cxr_images(1)[0]))

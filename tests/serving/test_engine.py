@@ -155,7 +155,8 @@ def test_a_request_larger_than_the_queue_is_refused(engine):
 
 
 def test_full_queue_and_timeouts(registry, monkeypatch):
-    with Engine(config(registry, max_batch_size=1, max_delay_ms=0, queue_size=2, timeout_s=0.3, warmup=False)) as engine:
+    with Engine(config(registry, max_batch_size=1, max_delay_ms=0, queue_size=2, timeout_s=0.3, warmup=False,
+                                instances=1)) as engine:
         gate, entered = blocking_forward(monkeypatch, engine, MODEL)
         image = cxr_images(1)[0]
         running = engine.submit(engine.prepare(MODEL, images=[image]))
