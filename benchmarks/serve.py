@@ -515,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch-size", type=int, default=16, help="dxlab serve --max-batch-size")
     parser.add_argument("--dxlab-instances", type=int, default=0, help="dxlab serve --instances (0: its default)")
     parser.add_argument("--dxlab-threads", type=int, default=0,
-                        help="dxlab serve --threads (0: its default, all cores but one on a CPU unless --torch-threads)")
+                        help="dxlab serve --threads (0: its default: on a CPU the cores but one, shared among the "
+                             "instances, unless --torch-threads)")
     parser.add_argument("--max-delay-ms", type=float, default=2.0,
                         help="dxlab serve --max-delay-ms (short: on a CPU batches form while the previous forward "
                              "pass runs, and with one client every ms of delay is added to its latency)")

@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -92,22 +91,6 @@ class ImageCache:
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
         np.save(tmp, np.ascontiguousarray(array), allow_pickle=False)
         os.replace(tmp, path)
-
-    def get_or_compute(self, path: str | Path, params: Mapping[str, Any], compute: Callable[[Path], np.ndarray], *,
-                       sha256: str | None = None) -> np.ndarray:
-        key = self.key(self.file_id(path, sha256), params)
-        cached = self.get(key)
-        if cached is not None:
-            return cached
-        array = compute(Path(path))
-        self.put(key, array)
-        return array
-
-    def clear(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
-
-    def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.root.rglob("*.npy")) if self.root.is_dir() else 0
 
 
 def resize(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:

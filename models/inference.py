@@ -39,34 +39,39 @@ def inference_network(model: nn.Module, input_shape: tuple[int, ...], *, device:
     """An eval-mode copy of ``model`` for forward passes on ``device``, inputs ``(N, *input_shape)``."""
     device = torch.device(device)
     net = copy.deepcopy(model).to(device).eval()
-    probe = torch.randn((2, *input_shape), generator=torch.Generator().manual_seed(0)).to(device)
-    if fuse:
-        net = _fused(net, probe)
+    if fuse and not _fold_batchnorm(net, torch.randn((2, *input_shape), generator=torch.Generator().manual_seed(0))):
+        # a wrong fold: start again from the network as it is
+        net = copy.deepcopy(model).to(device).eval()
     if channels_last and len(input_shape) == 3:
         net = net.to(memory_format=torch.channels_last)
     return net
 
 
-def _fused(net: nn.Module, probe: torch.Tensor) -> nn.Module:
+def _fold_batchnorm(net: nn.Module, probe: torch.Tensor) -> bool:
+    """Fold, in place, each BatchNorm registered right after a convolution; False when the result
+    does not match the network on ``probe`` (``net`` is then left half-folded: discard it)."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    fused = copy.deepcopy(net)
-    folded = 0
-    for parent in list(fused.modules()):
-        names = list(parent._modules)
-        for conv_name, bn_name in zip(names, names[1:]):
-            conv, bn = parent._modules[conv_name], parent._modules[bn_name]
-            if type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d and bn.track_running_stats \
-                    and conv.out_channels == bn.num_features:
-                parent._modules[conv_name] = fuse_conv_bn_eval(conv, bn)
-                parent._modules[bn_name] = nn.Identity()
-                folded += 1
-    if not folded:
-        return net
+    pairs = [(parent, conv_name, bn_name) for parent in net.modules()
+             for conv_name, bn_name in zip(parent._modules, list(parent._modules)[1:])
+             if _foldable(parent._modules[conv_name], parent._modules[bn_name])]
+    if not pairs:
+        return True
+    probe = probe.to(next(net.parameters()).device)
     with torch.inference_mode():
-        expected, got = net(probe).float(), fused(probe).float()
+        expected = net(probe).float()
+    for parent, conv_name, bn_name in pairs:
+        parent._modules[conv_name] = fuse_conv_bn_eval(parent._modules[conv_name], parent._modules[bn_name])
+        parent._modules[bn_name] = nn.Identity()
+    with torch.inference_mode():
+        got = net(probe).float()
     if expected.shape != got.shape or not torch.allclose(expected, got, atol=FUSION_TOLERANCE, rtol=1e-3):
         log.info("%s: BatchNorm not folded (the folded copy does not match the network on a probe batch: a "
                  "BatchNorm registered after a convolution is applied to something else)", type(net).__name__)
-        return net
-    return fused.eval()
+        return False
+    return True
+
+
+def _foldable(conv: nn.Module | None, bn: nn.Module | None) -> bool:
+    return (type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d and bn.track_running_stats
+            and conv.out_channels == bn.num_features)

@@ -11,7 +11,6 @@ Under ``torchrun --nproc-per-node N`` the same run trains as PyTorch DDP
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -413,7 +412,3 @@ def _gate_inputs(evaluation: dict[str, Any]) -> dict[str, float]:
         "specificity": value(at.get("specificity")),
         "accuracy": value(evaluation.get("classification", {}).get("accuracy")),
     }
-
-
-def save_result(result: RunResult, path: str | Path) -> None:
-    Path(path).write_text(json.dumps({k: v for k, v in result.__dict__.items() if k != "evaluation"}, indent=2, default=str))
