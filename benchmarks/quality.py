@@ -83,9 +83,8 @@ def _sources(task: str, data: Path, work: Path) -> list[str]:
     if task == "breastmnist":
         # the MedMNIST loader writes PNGs beside the npz: work on a copy, never in shared data
         folder = work / "breastmnist"
-        if not folder.is_dir():  # made once, reused by every seed's run
-            folder.mkdir()
-            shutil.copy(data / "medmnist" / "breastmnist.npz", folder / "breastmnist.npz")
+        folder.mkdir()
+        shutil.copy(data / "medmnist" / "breastmnist.npz", folder / "breastmnist.npz")
         return [f"data.sources=[{{dataset: breastmnist, root: '{folder}'}}]"]
     return []
 
@@ -142,12 +141,12 @@ def plain_baseline(manifest, channels: int, size: int, seed: int, epochs: int = 
     return float(roc_auc_score(np.asarray(y_test), scores.numpy()))
 
 
-def run_baseline(task: str, data: Path, work: Path, seeds: list[int]) -> dict:
+def run_baseline(task: str, sources: list[str], seeds: list[int]) -> dict:
     """The plain baseline on the split dxlab's config makes (see :func:`plain_baseline`)."""
     from dxlab.training.config import load_config
     from dxlab.training.data import build_run_manifest
 
-    cfg = load_config(ROOT / "configs" / TASKS[task]["config"], _sources(task, data, work))
+    cfg = load_config(ROOT / "configs" / TASKS[task]["config"], sources)
     manifest = build_run_manifest(cfg.task, cfg.data)
     start = time.perf_counter()
     aurocs = [plain_baseline(manifest, cfg.image.channels, cfg.image.size, seed) for seed in seeds]
@@ -155,12 +154,12 @@ def run_baseline(task: str, data: Path, work: Path, seeds: list[int]) -> dict:
             "minutes": round((time.perf_counter() - start) / 60, 2)}
 
 
-def run_task(task: str, data: Path, work: Path, extra: list[str]) -> dict:
+def run_task(task: str, work: Path, overrides: list[str]) -> dict:
     from dxlab.training.config import load_config
     from dxlab.training.run import train
 
     spec = TASKS[task]
-    cfg = load_config(ROOT / "configs" / spec["config"], _sources(task, data, work) + extra)
+    cfg = load_config(ROOT / "configs" / spec["config"], overrides)
     start = time.perf_counter()
     result = train(cfg, checkpoint_dir=work / "checkpoints" / task)
     minutes = (time.perf_counter() - start) / 60
@@ -229,14 +228,15 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["DXLAB_HOME"] = tmp
         os.environ.pop("DXLAB_MLFLOW_TRACKING_URI", None)
         for task in args.only:
+            sources = _sources(task, args.data, Path(tmp))  # once: every seed's run and the baseline share them
             runs = []
             for seed in args.seeds:
                 print(f"training {task} (seed {seed}) ...", file=sys.stderr, flush=True)
-                runs.append(run_task(task, args.data, Path(tmp), args.overrides + [f"train.seed={seed}"]))
+                runs.append(run_task(task, Path(tmp), sources + args.overrides + [f"train.seed={seed}"]))
             row = summarize(task, runs, args.seeds)
             if args.baseline and TASKS[task].get("baseline"):
                 print(f"plain baseline for {task} ...", file=sys.stderr, flush=True)
-                row["plain_baseline"] = run_baseline(task, args.data, Path(tmp), args.seeds)
+                row["plain_baseline"] = run_baseline(task, sources, args.seeds)
                 row["beats_baseline"] = row["auroc_mean"] is not None and row["auroc_mean"] > row["plain_baseline"]["mean"]
             rows.append(row)
     if args.json:
