@@ -80,7 +80,11 @@ def choose_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and "LOCAL_RANK" in os.environ:
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        rank, gpus = int(os.environ["LOCAL_RANK"]), torch.cuda.device_count()
+        if rank >= gpus:
+            raise ConfigError(f"torchrun started process {rank} on this node, which has {gpus} CUDA device(s): start "
+                              f"at most {gpus} process(es) per node (--nproc-per-node), or set train.device=cpu")
+        return torch.device("cuda", rank)
     return torch.device(name)
 
 

@@ -9,10 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from dxlab.cli import main
+from dxlab.errors import ConfigError
 from dxlab.training.config import GateConfig, load_config
 from dxlab.training.loop import Callback
+from dxlab.training.run import choose_device
 from dxlab.training.tracking import gate_verdict
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -167,7 +170,7 @@ def test_ddp_with_two_cpu_processes(store, tmp_path):
     env = {**os.environ, "DXLAB_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "dxlab",
            "train", str(CONFIGS / "tb_cxr-tiny.yaml"), "--set", "train.epochs=2", "--set", "eval.bootstrap=20",
-           "--set", "registry.model_name=dxlab-ddp-test", "--json"]
+           "--set", "registry.model_name=dxlab-ddp-test", "--set", "train.device=cpu", "--json"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout[result.stdout.index("{"):])
@@ -193,3 +196,14 @@ def test_cli_train_evaluate_and_list(store, tmp_path, capsys):
     assert code == 0 and evaluation["n"] > 0 and 0 <= evaluation["auroc"]["value"] <= 1
     code = main(["train", str(CONFIGS / "tb_cxr-tiny.yaml"), "--set", "train.epoch=3"])
     assert code == 2 and "valid keys" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["auto", "cuda"])
+def test_more_torchrun_processes_than_gpus_is_refused(monkeypatch, name):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(ConfigError, match="process 1 on this node, which has 1 CUDA device"):
+        choose_device(name)
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert choose_device(name) == torch.device("cuda", 0)
