@@ -10,7 +10,10 @@ What it does, in order:
    seeded: this measures speed only, the probabilities mean nothing;
 2. reads real chest X-rays from ``../shared/data`` (relative to the repository
    root): ``tb_shenzhen_montgomery_128/*/*.png`` and ``cxr_misc/*/*`` (PNG and
-   JPEG, 128 to 1024 px); it skips, saying so, when they are absent;
+   JPEG, 128 to 1024 px); it skips, saying so, when they are absent.
+   ``--synthetic`` draws chest X-ray-like images with
+   :mod:`dxlab.datasets.synthetic` instead (``--size`` px PNG), for a machine
+   without the shared data (a GPU machine, say): speed only, like the weights;
 3. starts ``dxlab serve --model models:/NAME@champion`` and ``mlflow models
    serve -m models:/NAME@champion --env-manager local`` on two free loopback
    ports (127.0.0.1), each in its own process group, waits for
@@ -63,7 +66,7 @@ process and without HTTP, the engine's forward pass in bf16 (or fp16) at batch
 ``--gpu-batch`` against fp32 at batch 1 (target >= 10x); elsewhere it says it
 was skipped.
 
-    .venv/bin/python benchmarks/serve.py [--data DIR] [--arch resnet18] [--size 128]
+    .venv/bin/python benchmarks/serve.py [--data DIR | --synthetic] [--arch resnet18] [--size 128]
         [--clients 1 16] [--requests 800] [--max-seconds 90] [--max-batch-size 16] [--max-delay-ms 2]
         [--torch-threads N] [--dxlab-tensor] [--no-profile] [--json]
 """
@@ -479,6 +482,7 @@ def gpu_section(uri: str, raws: list[bytes], seconds: float, batch: int) -> dict
     out = {"device": torch.cuda.get_device_name(0), "precision": str(amp).replace("torch.", ""),
            "fp32_batch1_images_per_s": round(rate(fp32, 1), 1)}
     for n in sorted({16, batch}):
+        out[f"fp32_batch{n}_images_per_s"] = round(rate(fp32, n), 1)
         out[f"{out['precision']}_batch{n}_images_per_s"] = round(rate(low, n), 1)
     best = out[f"{out['precision']}_batch{batch}_images_per_s"]
     out["ratio"] = round(best / out["fp32_batch1_images_per_s"], 1)
@@ -502,6 +506,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared data folder")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="draw synthetic chest X-rays instead of reading --data (speed only)")
     parser.add_argument("--arch", default="resnet18", help="architecture (dxlab.models.registry)")
     parser.add_argument("--size", type=int, default=128, help="input side in pixels (configs/tb_cxr.yaml: 128)")
     parser.add_argument("--images", type=int, default=64, help="distinct X-rays cycled through by the clients")
@@ -541,7 +547,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--clients, --requests, --images and --rounds must be >= 1")
     args.rounds = min(args.rounds, args.requests)
 
-    files = find_images(args.data, args.images) if args.data.is_dir() else []
+    synthetic = None
+    if args.synthetic:
+        from dxlab.datasets.synthetic import synth_tb_cxr
+
+        synthetic = Path(tempfile.mkdtemp(prefix="dxlab-bench-cxr-"))
+        synth_tb_cxr(synthetic / "tb_shenzhen_montgomery_128", args.images, args.seed, args.size)
+        files = find_images(synthetic, args.images)
+    else:
+        files = find_images(args.data, args.images) if args.data.is_dir() else []
     if not files:
         message = (f"no chest X-rays under {args.data} (expected tb_shenzhen_montgomery_128/*/*.png and "
                    "cxr_misc/*/*; pass --data DIR)")
@@ -675,6 +689,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"kept {home}")
         else:
             shutil.rmtree(home, ignore_errors=True)
+        if synthetic:
+            shutil.rmtree(synthetic, ignore_errors=True)
 
     comparisons = {}
     for clients in args.clients:
@@ -696,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "model": {"uri": uri, "version": version, "architecture": args.arch, "channels": 1, "size": args.size,
                   "labels": list(LABELS), "weights": f"random (torch seed {args.seed}); speed only"},
-        "images": {"count": len(files), "sizes": [list(s) for s in sizes], "from": str(args.data)},
+        "images": {"count": len(files), "sizes": [list(s) for s in sizes], "from": "synthetic" if synthetic else str(args.data)},
         "machine": {"cpus": os.cpu_count(), "torch_threads": threads, "load_average_before": load_before,
                     "load_average_after": load_average()},
         "dxlab_serve_flags": " ".join(dxlab_flags),
@@ -722,8 +738,12 @@ def print_report(r: dict[str, Any], args) -> None:
           f"{'/'.join(m['labels'])}, {m['uri']} v{m['version']}")
     print(f"  weights: {m['weights']} (the probabilities mean nothing)")
     im = r["images"]
-    print(f"  {im['count']} real chest X-rays from {im['from']} (tb_shenzhen_montgomery_128 + cxr_misc; "
-          f"{min(s[0] for s in im['sizes'])}-{max(s[0] for s in im['sizes'])} px, PNG and JPEG), one image per request")
+    sides = f"{min(s[0] for s in im['sizes'])}-{max(s[0] for s in im['sizes'])} px"
+    if im["from"] == "synthetic":
+        print(f"  {im['count']} synthetic chest X-rays (dxlab.datasets.synthetic, {sides} PNG), one image per request")
+    else:
+        print(f"  {im['count']} real chest X-rays from {im['from']} (tb_shenzhen_montgomery_128 + cxr_misc; {sides}, "
+              "PNG and JPEG), one image per request")
     mc = r["machine"]
     print(f"  machine: {mc['cpus']} CPUs, torch threads {mc['torch_threads']} by default (mlflow; dxlab unless --threads "
           f"says otherwise); load average "
