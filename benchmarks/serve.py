@@ -25,7 +25,10 @@ What it does, in order:
    own keep-alive ``httpx.Client``. Each condition runs in ``--rounds`` rounds
    (default 4) that alternate between the servers, so that a change in the
    machine's background load hits both alike;
-5. reports, per server and condition: images/s, p50/p95/p99 latency, errors and
+5. reports, per server and condition: images/s (counted while every client
+   still has requests to send, as wrk counts them: each round's drain, when
+   fewer and fewer clients wait on their last answers, is left out),
+   p50/p95/p99 latency (every request), errors and
    the peak RSS of the server's process tree (sampled with psutil every 0.2 s
    from its start: model loading included), and the ratios dxlab/mlflow,
    against the targets of ``docs/TARGETS.md``.
@@ -77,6 +80,7 @@ import argparse
 import base64
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -310,7 +314,14 @@ def wait_ready(servers: dict[str, Server], deadline: float) -> dict[str, float]:
 def drive(url: str, bodies: list[bytes], clients: int, requests: int, max_seconds: float, expect: bytes,
           timeout_s: float = 60.0) -> dict[str, Any]:
     """Closed loop: ``clients`` threads, each with a keep-alive client, send ``requests`` requests in all
-    (or until ``max_seconds``), cycling through ``bodies``; returns latencies and errors."""
+    (or until ``max_seconds``), cycling through ``bodies``; returns latencies and errors.
+
+    Throughput is counted as load generators such as wrk count it: the requests completed while every
+    client still had requests to send (``counted``), over that window (``elapsed``), from the start to
+    the moment the last request was handed out or the time ran out. The drain after it, when fewer and
+    fewer clients wait on their last answers, is left out: it would charge each round's tail of lower
+    concurrency to the server. Every request's latency counts, the drain's too; ``span`` runs to the
+    last answer."""
     import httpx
 
     lock = threading.Lock()
@@ -319,11 +330,14 @@ def drive(url: str, bodies: list[bytes], clients: int, requests: int, max_second
     errors: list[str] = []
     barrier = threading.Barrier(clients + 1)
     stop_at = [0.0]
-    last_done = [0.0]
+    closed_at = [math.inf]
+    done_at: list[float] = []
 
     def next_index() -> int | None:
         with lock:
-            if issued[0] >= requests or time.perf_counter() >= stop_at[0]:
+            now = time.perf_counter()
+            if issued[0] >= requests or now >= stop_at[0]:
+                closed_at[0] = min(closed_at[0], now)
                 return None
             issued[0] += 1
             return issued[0] - 1
@@ -345,9 +359,9 @@ def drive(url: str, bodies: list[bytes], clients: int, requests: int, max_second
                 with lock:
                     if ok:
                         latencies.append(t1 - t0)
+                        done_at.append(t1)
                     else:
                         errors.append(detail)
-                    last_done[0] = max(last_done[0], t1)
 
     threads = [threading.Thread(target=worker, args=(k * 7,), daemon=True) for k in range(clients)]
     for t in threads:
@@ -357,8 +371,10 @@ def drive(url: str, bodies: list[bytes], clients: int, requests: int, max_second
     barrier.wait()
     for t in threads:
         t.join(timeout=max_seconds + timeout_s + 30)
-    elapsed = max(last_done[0] - start, 1e-9)
-    return {"latencies": latencies, "errors": errors, "elapsed": elapsed, "capped": issued[0] < requests}
+    closed = min(closed_at[0], stop_at[0])
+    return {"latencies": latencies, "errors": errors, "elapsed": max(closed - start, 1e-9),
+            "counted": sum(t <= closed for t in done_at), "span": max([start, *done_at]) - start,
+            "capped": issued[0] < requests}
 
 
 def summarize(run: dict[str, Any]) -> dict[str, Any]:
@@ -366,7 +382,7 @@ def summarize(run: dict[str, Any]) -> dict[str, Any]:
     done = len(lat)
     pct = (lambda q: round(float(np.percentile(lat, q)), 1)) if done else (lambda q: None)
     out = {"requests": done + len(run["errors"]), "ok": done, "errors": len(run["errors"]),
-           "seconds": round(run["elapsed"], 2), "images_per_s": round(done / run["elapsed"], 2),
+           "seconds": round(run["elapsed"], 2), "images_per_s": round(run["counted"] / run["elapsed"], 2),
            "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99),
            "mean_ms": round(float(lat.mean()), 1) if done else None, "capped_by_time": run["capped"]}
     if run["errors"]:
@@ -638,7 +654,8 @@ def main(argv: list[str] | None = None) -> int:
             targets["dxlab-fp32"] = targets["dxlab"]
         results: dict[str, dict[int, dict[str, Any]]] = {k: {} for k in targets}
         for clients in args.clients:
-            runs = {k: {"latencies": [], "errors": [], "elapsed": 0.0, "capped": False} for k in targets}
+            runs = {k: {"latencies": [], "errors": [], "elapsed": 0.0, "counted": 0, "span": 0.0, "capped": False}
+                    for k in targets}
             counters = {k: dict.fromkeys(("images", "batches", "forward_s"), 0.0) for k in targets}
             per_round = [args.requests // args.rounds + (r < args.requests % args.rounds) for r in range(args.rounds)]
             log(f"{clients} client(s): {args.requests} requests per server in {args.rounds} alternating round(s)")
@@ -652,7 +669,8 @@ def main(argv: list[str] | None = None) -> int:
                     run = drive(url, bodies[key], clients, n, args.max_seconds / args.rounds, expect)
                     for field in ("latencies", "errors"):
                         runs[key][field] += run[field]
-                    runs[key]["elapsed"] += run["elapsed"]
+                    for field in ("elapsed", "counted", "span"):
+                        runs[key][field] += run[field]
                     runs[key]["capped"] |= run["capped"]
                     if before is not None:
                         after = dxlab_counters(servers["dxlab"].base)
@@ -663,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
                 c = counters[key]
                 if c["batches"]:
                     summary["mean_batch"] = round(c["images"] / c["batches"], 2)
-                    summary["forward_busy"] = round(c["forward_s"] / runs[key]["elapsed"], 2)
+                    summary["forward_busy"] = round(c["forward_s"] / runs[key]["span"], 2)
                 results[key][clients] = summary
                 log(f"{key}: {clients} client(s): {summary['images_per_s']} img/s, p50 {summary['p50_ms']} ms, "
                     f"p99 {summary['p99_ms']} ms, {summary['errors']} errors")
@@ -768,6 +786,8 @@ def print_report(r: dict[str, Any], args) -> None:
                   f"{fmt(s.get('forward_busy')):>9}" + ("  (time cap)" if s["capped_by_time"] else ""))
             for e in s.get("first_errors", []):
                 print(f"{'':>9}error: {e}")
+    print("  img/s: requests answered while every client still had requests to send, over that time (the drain "
+          "at the end of each round left out, as wrk does); latencies: every request")
     print("  batch: mean images per forward pass; fwd busy: wall time spent in forward passes over the run's wall "
           "time, summed over dxlab's instances (up to their number)")
     print("  peak RSS: the server's process tree (mlflow: the CLI process plus its uvicorn child), from start")
