@@ -22,7 +22,7 @@ What it does, in order:
 4. drives both with the same closed-loop load, one image per request: for each
    ``--clients`` count (default 1 and 16) a short warm-up, then ``--requests``
    requests (at most ``--max-seconds``) from that many threads, each with its
-   own keep-alive ``httpx.Client``. Each condition runs in ``--rounds`` rounds
+   own keep-alive ``http.client.HTTPConnection``. Each condition runs in ``--rounds`` rounds
    (default 4) that alternate between the servers, so that a change in the
    machine's background load hits both alike;
 5. reports, per server and condition: images/s (counted while every client
@@ -79,6 +79,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import http.client
 import json
 import math
 import os
@@ -93,6 +94,7 @@ import time
 import zlib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -322,8 +324,6 @@ def drive(url: str, bodies: list[bytes], clients: int, requests: int, max_second
     fewer clients wait on their last answers, is left out: it would charge each round's tail of lower
     concurrency to the server. Every request's latency counts, the drain's too; ``span`` runs to the
     last answer."""
-    import httpx
-
     lock = threading.Lock()
     issued = [0]
     latencies: list[float] = []
@@ -342,18 +342,26 @@ def drive(url: str, bodies: list[bytes], clients: int, requests: int, max_second
             issued[0] += 1
             return issued[0] - 1
 
+    target = urlsplit(url)
+    headers = {"Content-Type": "application/json"}
+
     def worker(offset: int) -> None:
-        with httpx.Client(timeout=timeout_s, headers={"content-type": "application/json"}) as client:
+        # the standard library's keep-alive connection: the load generator shares the CPUs with the server
+        # under test, so the lighter the client, the less it takes from the server
+        conn = http.client.HTTPConnection(target.hostname, target.port, timeout=timeout_s)
+        try:
             barrier.wait()
             while (i := next_index()) is not None:
                 body = bodies[(i + offset) % len(bodies)]
                 t0 = time.perf_counter()
                 try:
-                    r = client.post(url, content=body)
-                    content = r.content
-                    ok = r.status_code == 200 and expect in content
-                    detail = "" if ok else f"HTTP {r.status_code}: {content[:160]!r}"
-                except httpx.HTTPError as exc:
+                    conn.request("POST", target.path, body=body, headers=headers)
+                    r = conn.getresponse()
+                    content = r.read()
+                    ok = r.status == 200 and expect in content
+                    detail = "" if ok else f"HTTP {r.status}: {content[:160]!r}"
+                except (OSError, http.client.HTTPException) as exc:
+                    conn.close()  # the next request connects again
                     ok, detail = False, f"{type(exc).__name__}: {exc}"
                 t1 = time.perf_counter()
                 with lock:
@@ -362,6 +370,8 @@ def drive(url: str, bodies: list[bytes], clients: int, requests: int, max_second
                         done_at.append(t1)
                     else:
                         errors.append(detail)
+        finally:
+            conn.close()
 
     threads = [threading.Thread(target=worker, args=(k * 7,), daemon=True) for k in range(clients)]
     for t in threads:
