@@ -740,7 +740,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "model": {"uri": uri, "version": version, "architecture": args.arch, "channels": 1, "size": args.size,
                   "labels": list(LABELS), "weights": f"random (torch seed {args.seed}); speed only"},
-        "images": {"count": len(files), "sizes": [list(s) for s in sizes], "from": "synthetic" if synthetic else str(args.data)},
+        "images": {"count": len(files), "sizes": [list(s) for s in sizes],
+                   "from": "synthetic" if synthetic else str(args.data)},
         "machine": {"cpus": os.cpu_count(), "torch_threads": threads, "load_average_before": load_before,
                     "load_average_after": load_average()},
         "dxlab_serve_flags": " ".join(dxlab_flags),
