@@ -7,7 +7,10 @@ What it does, in order:
    registers one packaged model there (:func:`dxlab.models.packaged.log_packaged_model`;
    default ``resnet18``, 1 channel, 128 px as in ``configs/tb_cxr.yaml``,
    labels normal/tb) with the alias ``champion``. The weights are random but
-   seeded: this measures speed only, the probabilities mean nothing;
+   seeded: this measures speed only, the probabilities mean nothing. Its
+   out-of-distribution guards are fitted on the benchmark's images, as training
+   fits them, so that dxlab runs the checks it runs for a trained package
+   (mlflow's pyfunc runs none);
 2. reads real chest X-rays from ``../shared/data`` (relative to the repository
    root): ``tb_shenzhen_montgomery_128/*/*.png`` and ``cxr_misc/*/*`` (PNG and
    JPEG, 128 to 1024 px); it skips, saying so, when they are absent.
@@ -155,16 +158,20 @@ def oip_tensor_body(x: np.ndarray) -> bytes:
 # --------------------------------------------------------------------------- the registered model
 
 
-def register_model(home: Path, arch: str, size: int, seed: int) -> tuple[str, str]:
-    """Log and register a packaged model with random (seeded) weights; alias champion. Returns (uri, version)."""
+def register_model(home: Path, arch: str, size: int, seed: int, images: list[np.ndarray]) -> tuple[str, str]:
+    """Log and register a packaged model with random (seeded) weights; alias champion. Returns (uri, version).
+
+    Its out-of-distribution guards are fitted on ``images`` (decoded), as training fits them on the
+    training images, so that dxlab serve runs the checks it runs for a trained package."""
     import logging
 
     import mlflow
     import torch
     from mlflow import MlflowClient
 
+    from dxlab.models.ood import fit_ood
     from dxlab.models.packaged import PackageInfo, log_packaged_model
-    from dxlab.models.preprocessing import PreprocessSpec
+    from dxlab.models.preprocessing import PreprocessSpec, preprocess_batch
     from dxlab.models.registry import build_model
 
     logging.getLogger("mlflow").setLevel(logging.ERROR)
@@ -175,11 +182,12 @@ def register_model(home: Path, arch: str, size: int, seed: int) -> tuple[str, st
     experiment = mlflow.create_experiment("serve-benchmark", artifact_location=(home / "artifacts").as_uri())
     torch.manual_seed(seed)
     args = {"in_channels": 1, "num_classes": len(LABELS)}
-    model = build_model(arch, **args)
-    info = PackageInfo(architecture=arch, architecture_args=args,
-                       preprocessing=PreprocessSpec(size, 1, (0.5,), (0.25,)), labels=LABELS,
+    model = build_model(arch, **args).eval()
+    spec = PreprocessSpec(size, 1, (0.5,), (0.25,))
+    ood = fit_ood(model, images, preprocess_batch(images, spec), seed=seed)
+    info = PackageInfo(architecture=arch, architecture_args=args, preprocessing=spec, labels=LABELS,
                        thresholds={"tb": 0.5}, operating_rule="none (benchmark; random weights)",
-                       data_version="none (random weights)")
+                       data_version="none (random weights)", extra={"ood": ood})
     card = (f"# Benchmark model\n\n{arch}, random weights (torch seed {seed}). For speed measurements only: "
             "its probabilities mean nothing. Not for clinical use.\n")
     with mlflow.start_run(experiment_id=experiment, run_name="serve-benchmark"):
@@ -613,21 +621,22 @@ def main(argv: list[str] | None = None) -> int:
         threads = torch.get_num_threads()
         log(f"registering {args.arch} ({args.size} px, random weights, seed {args.seed}) in {home}")
         t0 = time.perf_counter()
-        uri, version = register_model(home, args.arch, args.size, args.seed)
-        log(f"registered {uri} -> version {version} in {time.perf_counter() - t0:.1f} s")
-
-        # requests, encoded before any timing
         from dxlab.models.packaged import load_packaged
         from dxlab.serving.decode import decode_image
 
-        packaged = load_packaged(uri)
         raws = [p.read_bytes() for p in files]
-        tensors = [packaged.preprocess([decode_image(r, name=p.name)]).numpy() for r, p in zip(raws, files)]
+        decoded = [decode_image(r, name=p.name) for r, p in zip(raws, files)]
+        uri, version = register_model(home, args.arch, args.size, args.seed, decoded)
+        log(f"registered {uri} -> version {version} in {time.perf_counter() - t0:.1f} s")
+
+        # requests, encoded before any timing
+        packaged = load_packaged(uri)
+        tensors = [packaged.preprocess([image]).numpy() for image in decoded]
         bodies = {"dxlab": [oip_bytes_body(r) for r in raws], "mlflow": [mlflow_body(x) for x in tensors]}
         if args.dxlab_tensor:
             bodies["dxlab-fp32"] = [oip_tensor_body(x) for x in tensors]
-        sizes = sorted({decode_image(r).shape[:2] for r in raws})
-        del packaged
+        sizes = sorted({image.shape[:2] for image in decoded})
+        del packaged, decoded
 
         profile, profile_threads = None, None
         if args.profile:
