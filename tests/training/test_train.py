@@ -76,7 +76,7 @@ def test_tiny_config_trains_and_logs_a_complete_run(store, name, tmp_path, monke
         history = c.get_metric_history(result.run_id, "val_auroc")
         assert [h.step for h in history] == list(range(1, result.epochs_run + 1))
         assert c.get_metric_history(result.run_id, "train_loss")
-        if name == "tb_cxr-tiny":  # sampled every 0.2 s here (below): a tiny run may end within dxlab's 2 s
+        if name == "tb_cxr-tiny":  # sampled every 0.2 s (set above): a tiny run may end within dxlab's 2 s
             assert any(k.startswith("system/") for k in m), "system metrics are logged"
     # artifacts: beside the tracking database, never in the working directory
     store_dir = Path(store[len("sqlite:///"):]).parent
