@@ -40,11 +40,9 @@ def configure_mlflow(tracking_uri: str | None = None):
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     # CPU, memory (and GPU) every 2 s, logged at each sample, so that short runs get system metrics too;
-    # MLflow's own MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL / _SAMPLES_BEFORE_LOGGING, when set, win
-    if "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL" not in os.environ:
-        mlflow.set_system_metrics_sampling_interval(2)
-    if "MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING" not in os.environ:
-        mlflow.set_system_metrics_samples_before_logging(1)
+    # MLflow reads these variables of its own, and a value the user set wins
+    os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "2")
+    os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
     return mlflow
 
 
