@@ -150,7 +150,7 @@ def run_baseline(task: str, sources: list[str], seeds: list[int]) -> dict:
     manifest = build_run_manifest(cfg.task, cfg.data)
     start = time.perf_counter()
     aurocs = [plain_baseline(manifest, cfg.image.channels, cfg.image.size, seed) for seed in seeds]
-    return {"seeds": seeds, "aurocs": [round(a, 4) for a in aurocs], "mean": sum(aurocs) / len(aurocs),
+    return {"seeds": seeds, "aurocs": [round(a, 4) for a in aurocs], "mean": _mean(aurocs),
             "minutes": round((time.perf_counter() - start) / 60, 2)}
 
 
@@ -192,16 +192,20 @@ def summarize(task: str, runs: list[dict], seeds: list[int]) -> dict:
     aurocs = [r["auroc"] for r in runs]
     row = {**runs[0], "seeds": seeds, "auroc_by_seed": aurocs, f"{metric}_by_seed": values,
            "minutes": round(sum(r["minutes"] for r in runs) / len(runs), 2)}
-    row["auroc_mean"] = None if None in aurocs else sum(aurocs) / len(aurocs)
-    row[f"{metric}_mean"] = None if None in values else sum(values) / len(values)
+    row["auroc_mean"] = _mean(aurocs)
+    row[f"{metric}_mean"] = _mean(values)
     row["met"] = row[f"{metric}_mean"] is not None and row[f"{metric}_mean"] >= target
     return row
+
+
+def _mean(values: list[float | None]) -> float | None:
+    return None if None in values else sum(values) / len(values)
 
 
 def _spread(values: list[float | None]) -> str:
     if None in values:
         return "-"
-    return f"{sum(values) / len(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+    return f"{_mean(values):.3f} ({min(values):.3f}-{max(values):.3f})"
 
 
 def _f(x) -> str:
