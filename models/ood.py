@@ -62,6 +62,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dxlab.datasets.images import to_channels
 from dxlab.errors import ModelError
 
 FORMAT = "dxlab-ood"
@@ -353,7 +354,7 @@ def _raw_stats(images: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         step = max(1, math.ceil(math.sqrt(image.shape[0] * image.shape[1] / _RAW_PIXELS)))
         image = image[::step, ::step].astype(np.float32, copy=False)
         if image.ndim == 3:
-            grey = image @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+            grey = to_channels(image, 1)
             # channel-wise maximum minus minimum; elementwise over the three planes, ten times faster than
             # image.max(2) - image.min(2) (a reduction over a last axis of length 3), with the same values
             r, g, b = image[..., 0], image[..., 1], image[..., 2]
