@@ -426,6 +426,30 @@ def dxlab_counters(base: str) -> dict[str, float]:
     return out
 
 
+def agreement(servers: dict[str, Server], bodies: dict[str, list[bytes]]) -> dict[str, Any]:
+    """Each image once to each server: how far dxlab's probabilities are from mlflow's (the package's
+    own fp32 ``predict``), over the images dxlab assesses, and the precision dxlab serves in."""
+    import httpx
+
+    dxlab, mlflow = servers["dxlab"].base, servers["mlflow"].base
+    meta = httpx.get(f"{dxlab}/v2/models/{MODEL_NAME}", timeout=30).json()["parameters"]
+    drift, abstained = [], 0
+    with httpx.Client(timeout=60) as client:
+        for ours, theirs in zip(bodies["dxlab"], bodies["mlflow"]):
+            out = {o["name"]: o for o in client.post(f"{dxlab}/v2/models/{MODEL_NAME}/infer", content=ours,
+                                                     headers={"Content-Type": "application/json"}).json()["outputs"]}
+            rows = client.post(f"{mlflow}/invocations", content=theirs,
+                               headers={"Content-Type": "application/json"}).json()["predictions"]
+            reference = np.asarray([[row[label] for label in LABELS] if isinstance(row, dict) else row for row in rows])
+            if not out["assessable"]["data"][0]:
+                abstained += 1
+                continue
+            drift.append(np.abs(np.asarray(out["probabilities"]["data"]) - reference.reshape(-1)).max())
+    return {"precision": meta["precision"], "images": len(bodies["dxlab"]), "abstained": abstained,
+            "max_abs_diff": round(float(max(drift, default=0.0)), 5),
+            "mean_abs_diff": round(float(np.mean(drift)) if drift else 0.0, 5)}
+
+
 # --------------------------------------------------------------------------- in-process parts
 
 
@@ -460,6 +484,7 @@ def _profile_parts(uri: str, raws: list[bytes], mlflow_bodies: list[bytes], max_
 
     from dxlab.models.packaged import load_packaged
     from dxlab.serving.decode import decode_image
+    from dxlab.serving.engine import LoadedModel
 
     packaged = load_packaged(uri)
     spec = packaged.spec
@@ -475,6 +500,11 @@ def _profile_parts(uri: str, raws: list[bytes], mlflow_bodies: list[bytes], max_
         out["forward_b1_ms"] = timed_mean(packaged.model, batch1, 3.0) * 1000
         packaged.model(big)
         out[f"forward_b{max_batch}_ms_per_image"] = timed_mean(packaged.model, [big], 3.0, 2) * 1000 / max_batch
+    # what dxlab serve runs: the BatchNorm-folded channels-last copy, in fp32 and under bf16 autocast
+    for name, amp in (("fp32", None), ("bf16", torch.bfloat16)):
+        served = LoadedModel("bench", "1", None, packaged, amp)
+        served.forward(big)
+        out[f"served_forward_b{max_batch}_{name}_ms_per_image"] = timed_mean(served.forward, [big], 3.0, 2) * 1000 / max_batch
     pyfunc = mlflow.pyfunc.load_model(uri)
     schema = pyfunc.metadata.get_input_schema()
     handle = lambda body: scoring_server.invocations(body, "application/json", pyfunc, schema)  # noqa: E731
@@ -562,6 +592,8 @@ def main(argv: list[str] | None = None) -> int:
                              "pass runs, and with one client every ms of delay is added to its latency)")
     parser.add_argument("--serve-device", default="cpu", choices=("cpu", "auto", "cuda"),
                         help="dxlab serve --device (cpu: like the baseline, whose pyfunc loads on the CPU)")
+    parser.add_argument("--dxlab-precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                        help="dxlab serve --precision (auto: bf16 on a GPU and on a CPU with native bf16)")
     parser.add_argument("--mlflow-workers", type=int, default=None,
                         help="mlflow models serve --workers (default: its own default, 1)")
     parser.add_argument("--torch-threads", type=int, default=None,
@@ -653,7 +685,8 @@ def main(argv: list[str] | None = None) -> int:
         while ports["mlflow"] == ports["dxlab"]:
             ports["mlflow"] = free_port()
         dxlab_flags = ["--max-batch-size", str(args.max_batch_size), "--max-delay-ms", f"{args.max_delay_ms:g}",
-                       "--device", args.serve_device, "--instances", str(args.dxlab_instances),
+                       "--device", args.serve_device, "--precision", args.dxlab_precision,
+                       "--instances", str(args.dxlab_instances),
                        "--threads", str(args.dxlab_threads)]
         servers["dxlab"] = Server("dxlab", "dxlab serve", [tool("dxlab"), "serve", "--model", uri, "--host", "127.0.0.1",
                                                            "--port", str(ports["dxlab"]), *dxlab_flags],
@@ -666,6 +699,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"started dxlab serve on :{ports['dxlab']} and mlflow models serve on :{ports['mlflow']}; waiting")
         startup = wait_ready(servers, time.monotonic() + args.start_timeout)
         log(f"ready after {startup} s")
+        agree = agreement(servers, bodies)
+        log(f"dxlab serves in {agree['precision']}: probabilities within {agree['max_abs_diff']} of mlflow's "
+            f"({agree['images'] - agree['abstained']} assessed images)")
 
         targets = {"dxlab": (servers["dxlab"].base + f"/v2/models/{MODEL_NAME}/infer", b'"outputs"'),
                    "mlflow": (servers["mlflow"].base + "/invocations", b'"predictions"')}
@@ -756,6 +792,7 @@ def main(argv: list[str] | None = None) -> int:
         "dxlab_serve_flags": " ".join(dxlab_flags),
         "mlflow_serve_flags": " ".join(mlflow_flags),
         "startup_s": startup,
+        "agreement": agree,
         "results": {k: {str(c): v for c, v in r.items()} for k, r in results.items()},
         "memory": memory,
         "comparisons": {str(c): v for c, v in comparisons.items()},
@@ -790,6 +827,10 @@ def print_report(r: dict[str, Any], args) -> None:
     print(f"  mlflow models serve {r['mlflow_serve_flags']}: JSON {{\"inputs\": tensor}}, preprocessed on the client "
           "BEFORE timing (favours the baseline)")
     print(f"  latency: client end-to-end per HTTP request; ready after {r['startup_s']} s")
+    a = r["agreement"]
+    print(f"  answers: dxlab ({a['precision']} forward passes) within {a['max_abs_diff']} (mean {a['mean_abs_diff']}) "
+          f"of mlflow's fp32 probabilities on the {a['images'] - a['abstained']} images it assessed "
+          f"({a['abstained']} of {a['images']} abstained: out of distribution)")
     print()
     header = f"{'clients':>7}  {'server':<11}{'requests':>9}{'errors':>7}{'img/s':>9}{'p50 ms':>9}{'p95 ms':>9}" \
              f"{'p99 ms':>9}{'peak RSS MB':>12}{'batch':>7}{'fwd busy':>9}"
@@ -825,7 +866,7 @@ def print_report(r: dict[str, Any], args) -> None:
         print(f"where the time goes (in process, before the servers start, {r['profile_torch_threads']} torch "
               "thread(s); ms per image)")
         for k, v in p.items():
-            print(f"  {k:<34}{v:>9.2f}")
+            print(f"  {k:<40}{v:>9.2f}")
     print()
     g = r["gpu"]
     if "skipped" in g:
@@ -834,7 +875,7 @@ def print_report(r: dict[str, Any], args) -> None:
         print(f"GPU section ({g['device']}; {g['note']})")
         for k, v in g.items():
             if k.endswith("images_per_s"):
-                print(f"  {k:<34}{v:>10.1f}")
+                print(f"  {k:<40}{v:>10.1f}")
         print(f"  {g['precision']} batch {g['batch']} / fp32 batch 1: x{g['ratio']}  | {TARGETS['gpu']}: "
               f"{'MET' if g['met'] else 'NOT MET'}")
 

@@ -7,9 +7,14 @@ the preprocessing, labels, thresholds and temperature come from the package,
 never from here.
 
 **Device and precision.** ``device="auto"`` takes CUDA when present, else the
-CPU. Every forward pass runs under ``torch.inference_mode``; on a GPU also
-under autocast (bf16 where the card supports it, else fp16; ``precision``
-overrides). Probabilities are always computed in float32. The forward passes
+CPU. Every forward pass runs under ``torch.inference_mode``, and under
+autocast where the hardware computes in reduced precision: ``precision="auto"``
+takes bf16 on a GPU that supports it (else fp16) and on a CPU with native bf16
+(AVX-512 BF16 or AMX, :func:`native_bf16_cpu`), fp32 on other CPUs;
+``fp32``, ``bf16`` or ``fp16`` (CUDA only) override it. At warm-up each model's
+reduced-precision probabilities are compared with fp32 on a seeded probe
+batch; beyond :data:`PRECISION_TOLERANCE` the model is served in fp32.
+Probabilities are always computed in float32. The forward passes
 run on an inference copy of the network (:func:`dxlab.models.inference.inference_network`:
 BatchNorm folded into the convolutions, channels-last memory; the same answers
 up to float rounding). Each model is warmed up (batch 1 and the maximum batch,
@@ -83,6 +88,10 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: what a served model name may hold (it appears in URLs and metric labels)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 NOT_ASSESSABLE = "not assessable"
+#: largest difference in a probability that bf16/fp16 forward passes may show against fp32 on the
+#: warm-up probe (PRECISION_PROBE seeded standard-normal inputs) before a model falls back to fp32
+PRECISION_TOLERANCE = 0.02
+PRECISION_PROBE = 8
 
 
 # --------------------------------------------------------------------------- errors
@@ -268,14 +277,35 @@ def forward_threads(threads: int, instances: int, device: torch.device) -> int:
     return max(1, (_usable_cores() - 1) // instances)
 
 
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX-512 BF16 or AMX), where oneDNN runs a
+    bf16 convolution about twice as fast as fp32; elsewhere bf16 is emulated and slower."""
+    cpu = getattr(torch, "cpu", None)
+    return any(bool(getattr(cpu, probe, lambda: False)()) for probe in
+               ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
 def _amp_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    if device.type != "cuda" or precision == "fp32":
+    """The autocast dtype of the forward passes; None for fp32."""
+    if precision == "fp32":
         return None
+    if device.type == "cpu":
+        if precision == "fp16":
+            raise ServingError("precision='fp16' runs on CUDA only; on the CPU use bf16, fp32 or auto")
+        if precision == "auto":
+            return torch.bfloat16 if native_bf16_cpu() else None
+        if not native_bf16_cpu():
+            log.warning("this CPU has no native bf16 (AVX-512 BF16 or AMX): bf16 is emulated, slower than fp32")
+        return torch.bfloat16
     if precision == "fp16":
         return torch.float16
     if precision == "bf16" or torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float16
+
+
+def precision_name(amp_dtype: torch.dtype | None) -> str:
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype]
 
 
 # --------------------------------------------------------------------------- results
@@ -377,7 +407,12 @@ class LoadedModel:
             proba = self.packaged.proba_from_logits(logits).cpu().numpy()
         return (proba, feats) if with_features else proba
 
+    @property
+    def precision(self) -> str:
+        return precision_name(self.amp_dtype)
+
     def warm_up(self, max_batch_size: int) -> None:
+        self._check_precision()
         for n in sorted({1, max_batch_size}):
             x = torch.zeros((n, *self.input_shape))
             if self.ood:
@@ -388,6 +423,24 @@ class LoadedModel:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    def _check_precision(self) -> None:
+        """Reduced precision against fp32 on a seeded probe batch: beyond :data:`PRECISION_TOLERANCE`
+        in any probability (or not finite), this model falls back to fp32."""
+        if self.amp_dtype is None:
+            return
+        probe = torch.randn((PRECISION_PROBE, *self.input_shape), generator=torch.Generator().manual_seed(0))
+        reduced = self.forward(probe)
+        amp_dtype, self.amp_dtype = self.amp_dtype, None
+        drift = float(np.abs(reduced - self.forward(probe)).max())
+        if drift <= PRECISION_TOLERANCE:
+            self.amp_dtype = amp_dtype
+            log.info("model %s version %s: %s forward passes, probabilities within %.4f of fp32 on the probe",
+                     self.name, self.version, self.precision, drift)
+        else:
+            log.warning("model %s version %s: %s changed a probability by %s against fp32 (tolerance %s): "
+                        "serving it in fp32", self.name, self.version, precision_name(amp_dtype), drift,
+                        PRECISION_TOLERANCE)
+
     def _warm_up_gradcam(self) -> None:
         """Import MONAI and build Grad-CAM's twin now (seconds), not on the first clinician's heatmap request."""
         try:
@@ -397,9 +450,6 @@ class LoadedModel:
                 gradcam(self.packaged.model, torch.zeros((1, *self.input_shape)))
         except (ImportError, ModelError) as exc:
             log.warning("model %s version %s: heatmaps will not be available: %s", self.name, self.version, exc)
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "run_id": self.run_id, **self.packaged.describe()}
 
 
 # --------------------------------------------------------------------------- the per-model queue and worker
@@ -659,8 +709,8 @@ class Engine:
         if self.config.reload_interval_s > 0 and any(s.source.alias for s in self._servers.values()):
             self._poller = threading.Thread(target=self._poll, name="dxlab-reload", daemon=True)
             self._poller.start()
-        log.info("serving %s on %s", ", ".join(f"{s.source.name} v{s.current.version}" for s in self._servers.values()),
-                 self.device)
+        log.info("serving %s on %s", ", ".join(f"{s.source.name} v{s.current.version} ({s.current.precision})"
+                                               for s in self._servers.values()), self.device)
         return self
 
     def stop(self) -> None:

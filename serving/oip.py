@@ -270,6 +270,8 @@ def model_metadata(model: LoadedModel) -> dict[str, Any]:
             "run_id": model.run_id,
             "data_version": info.data_version,
             "ood_detector": bool(model.ood),
+            "device": str(model.device),
+            "precision": model.precision,
         },
     }
 

@@ -89,6 +89,7 @@ def test_health_and_metadata(client):
     assert {"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]} in meta["outputs"]
     assert meta["parameters"]["labels"] == list(LABELS)
     assert meta["parameters"]["thresholds"] == {"tb": THRESHOLD}
+    assert meta["parameters"]["device"] == "cpu" and meta["parameters"]["precision"] in ("fp32", "bf16")
     assert client.get(f"/v2/models/{MODEL}/versions/1").status_code == 200
     assert client.get(f"/v2/models/{MODEL}/ready").json()["ready"] is True
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from dxlab.errors import ServingError
+from dxlab.serving import engine as engine_module
 from dxlab.serving.engine import (
     BadInputError,
     Engine,
@@ -28,7 +29,8 @@ MODEL = "dxlab-tiny"
 
 
 def config(registry, **changes) -> EngineConfig:
-    values = dict(models=(f"models:/{MODEL}@champion",), device="cpu", max_batch_size=8, max_delay_ms=20,
+    # fp32 unless a test asks: these tests compare answers with the package's own fp32 predictions
+    values = dict(models=(f"models:/{MODEL}@champion",), device="cpu", precision="fp32", max_batch_size=8, max_delay_ms=20,
                   queue_size=64, timeout_s=10, reload_interval_s=0, tracking_uri=registry.uri)
     return EngineConfig(**{**values, **changes})
 
@@ -246,7 +248,37 @@ def test_an_unknown_alias_fails_to_start_with_a_clear_message(registry):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_autocast_agrees_with_the_cpu(registry):
     images = cxr_images(8, seed=5)
-    with Engine(config(registry, device="cpu")) as cpu, Engine(config(registry, device="cuda")) as gpu:
+    with Engine(config(registry, device="cpu")) as cpu, Engine(config(registry, device="cuda", precision="auto")) as gpu:
         assert gpu.amp_dtype in (torch.bfloat16, torch.float16)
         np.testing.assert_allclose(gpu.predict(MODEL, images=images).probabilities,
                                    cpu.predict(MODEL, images=images).probabilities, atol=2e-2)
+
+
+@pytest.mark.parametrize("native, expected", [(True, torch.bfloat16), (False, None)])
+def test_auto_precision_on_the_cpu_takes_bf16_only_where_the_cpu_computes_it(monkeypatch, native, expected):
+    monkeypatch.setattr(engine_module, "native_bf16_cpu", lambda: native)
+    cpu = torch.device("cpu")
+    assert engine_module._amp_dtype(cpu, "auto") is expected
+    assert engine_module._amp_dtype(cpu, "bf16") is torch.bfloat16  # asked for: given, emulated or not
+    assert engine_module._amp_dtype(cpu, "fp32") is None
+    with pytest.raises(ServingError, match="fp16' runs on CUDA only"):
+        engine_module._amp_dtype(cpu, "fp16")
+
+
+def test_cpu_bf16_agrees_with_fp32(registry):
+    images = cxr_images(16, seed=6)
+    with Engine(config(registry)) as fp32, Engine(config(registry, precision="bf16")) as bf16:
+        assert fp32.model(MODEL).precision == "fp32" and bf16.model(MODEL).precision == "bf16"
+        exact, reduced = (e.predict(MODEL, images=images) for e in (fp32, bf16))
+    assert 0 < np.abs(reduced.probabilities - exact.probabilities).max() < engine_module.PRECISION_TOLERANCE
+    assert reduced.decisions == ["tb" if p[1] >= THRESHOLD else "normal" for p in reduced.probabilities]
+
+
+def test_reduced_precision_that_strays_from_fp32_falls_back_to_fp32(registry, monkeypatch, caplog):
+    monkeypatch.setattr(engine_module, "PRECISION_TOLERANCE", 0.0)  # any bf16 rounding now counts as straying
+    images = cxr_images(4, seed=7)
+    with Engine(config(registry)) as fp32, Engine(config(registry, precision="bf16")) as engine:
+        assert engine.model(MODEL).precision == "fp32"
+        np.testing.assert_array_equal(engine.predict(MODEL, images=images).probabilities,
+                                      fp32.predict(MODEL, images=images).probabilities)
+    assert "serving it in fp32" in caplog.text
