@@ -11,9 +11,9 @@ CPU. Every forward pass runs under ``torch.inference_mode``, and under
 autocast where the hardware computes in reduced precision: ``precision="auto"``
 takes bf16 on a GPU that supports it (else fp16) and on a CPU with native bf16
 (AVX-512 BF16 or AMX, :func:`native_bf16_cpu`), fp32 on other CPUs;
-``fp32``, ``bf16`` or ``fp16`` (CUDA only) override it. At warm-up each model's
-reduced-precision probabilities are compared with fp32 on a seeded probe
-batch; beyond :data:`PRECISION_TOLERANCE` the model is served in fp32.
+``fp32``, ``bf16`` or ``fp16`` (CUDA only) override it. When a version loads,
+its reduced-precision probabilities are compared with fp32 on a seeded probe
+batch; beyond :data:`PRECISION_TOLERANCE` it is served in fp32.
 Probabilities are always computed in float32. The forward passes
 run on an inference copy of the network (:func:`dxlab.models.inference.inference_network`:
 BatchNorm folded into the convolutions, channels-last memory; the same answers
@@ -89,7 +89,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 NOT_ASSESSABLE = "not assessable"
 #: largest difference in a probability that bf16/fp16 forward passes may show against fp32 on the
-#: warm-up probe (PRECISION_PROBE seeded standard-normal inputs) before a model falls back to fp32
+#: load-time probe (PRECISION_PROBE seeded standard-normal inputs) before a model falls back to fp32
 PRECISION_TOLERANCE = 0.02
 PRECISION_PROBE = 8
 
@@ -412,7 +412,6 @@ class LoadedModel:
         return precision_name(self.amp_dtype)
 
     def warm_up(self, max_batch_size: int) -> None:
-        self._check_precision()
         for n in sorted({1, max_batch_size}):
             x = torch.zeros((n, *self.input_shape))
             if self.ood:
@@ -423,7 +422,7 @@ class LoadedModel:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def _check_precision(self) -> None:
+    def check_precision(self) -> None:
         """Reduced precision against fp32 on a seeded probe batch: beyond :data:`PRECISION_TOLERANCE`
         in any probability (or not finite), this model falls back to fp32."""
         if self.amp_dtype is None:
@@ -931,6 +930,7 @@ class Engine:
             model = LoadedModel(source.name, str(version), packaged.info.run_id or run_id, packaged, self.amp_dtype)
         except DxlabError as exc:
             raise ServingError(f"cannot load {source.uri} (version {version}): {exc}") from None
+        model.check_precision()  # also without warm-up: no unchecked bf16/fp16 answers
         if self.config.warmup:
             model.warm_up(self.config.max_batch_size)
         return model

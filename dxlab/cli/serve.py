@@ -26,7 +26,7 @@ def register(areas) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="forward-pass precision. auto: bf16 on a GPU that supports it (else fp16) and on a CPU with "
                         "native bf16 (AVX-512 BF16 or AMX), else fp32; fp16 is CUDA only. A model whose bf16/fp16 "
-                        "probabilities stray from fp32 at warm-up is served in fp32")
+                        "probabilities stray from fp32 on a probe batch at load is served in fp32")
     p.add_argument("--max-batch-size", type=int, default=16, help="images per forward pass, at most")
     p.add_argument("--max-delay-ms", type=float, default=5.0,
                    help="how long the first queued request waits for others to share its forward pass")
