@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from dxlab.serving.app import create_app
-from dxlab.serving.engine import Engine, EngineConfig
+from dxlab.serving.engine import Engine, EngineConfig, native_bf16_cpu
 
 from .conftest import LABELS, SPEC, THRESHOLD, blocking_forward, cxr_images, dicom_bytes, png_bytes
 
@@ -89,7 +89,8 @@ def test_health_and_metadata(client):
     assert {"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]} in meta["outputs"]
     assert meta["parameters"]["labels"] == list(LABELS)
     assert meta["parameters"]["thresholds"] == {"tb": THRESHOLD}
-    assert meta["parameters"]["device"] == "cpu" and meta["parameters"]["precision"] in ("fp32", "bf16")
+    assert meta["parameters"]["device"] == "cpu"
+    assert meta["parameters"]["precision"] == ("bf16" if native_bf16_cpu() else "fp32")  # precision="auto"
     assert client.get(f"/v2/models/{MODEL}/versions/1").status_code == 200
     assert client.get(f"/v2/models/{MODEL}/ready").json()["ready"] is True
 

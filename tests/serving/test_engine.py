@@ -30,8 +30,8 @@ MODEL = "dxlab-tiny"
 
 def config(registry, **changes) -> EngineConfig:
     # fp32 unless a test asks: these tests compare answers with the package's own fp32 predictions
-    values = dict(models=(f"models:/{MODEL}@champion",), device="cpu", precision="fp32", max_batch_size=8, max_delay_ms=20,
-                  queue_size=64, timeout_s=10, reload_interval_s=0, tracking_uri=registry.uri)
+    values = dict(models=(f"models:/{MODEL}@champion",), device="cpu", precision="fp32", max_batch_size=8,
+                  max_delay_ms=20, queue_size=64, timeout_s=10, reload_interval_s=0, tracking_uri=registry.uri)
     return EngineConfig(**{**values, **changes})
 
 
