@@ -449,12 +449,11 @@ def agreement(servers: dict[str, Server], bodies: dict[str, list[bytes]]) -> dic
 
         for ours, theirs in zip(bodies["dxlab"], bodies["mlflow"]):
             out = {o["name"]: o for o in answer(f"{dxlab}/v2/models/{MODEL_NAME}/infer", ours)["outputs"]}
-            rows = answer(f"{mlflow}/invocations", theirs)["predictions"]
-            reference = np.asarray([[row[label] for label in LABELS] if isinstance(row, dict) else row for row in rows])
             if not out["assessable"]["data"][0]:
                 abstained += 1
                 continue
-            drift.append(np.abs(np.asarray(out["probabilities"]["data"]) - reference.reshape(-1)).max())
+            (row,) = answer(f"{mlflow}/invocations", theirs)["predictions"]  # the pyfunc's DataFrame: label -> p
+            drift.append(np.abs(np.asarray(out["probabilities"]["data"]) - [row[label] for label in LABELS]).max())
     return {"precision": meta["precision"], "images": len(bodies["dxlab"]), "abstained": abstained,
             "max_abs_diff": round(float(max(drift, default=0.0)), 5),
             "mean_abs_diff": round(float(np.mean(drift)) if drift else 0.0, 5)}
@@ -529,18 +528,18 @@ def _profile_parts(uri: str, raws: list[bytes], mlflow_bodies: list[bytes], max_
     return {k: round(v, 2) for k, v in out.items()}
 
 
-def gpu_section(uri: str, raws: list[bytes], seconds: float, batch: int) -> dict[str, Any]:
+def gpu_section(uri: str, tensors: list[np.ndarray], seconds: float, batch: int) -> dict[str, Any]:
+    """``tensors``: the (1, C, H, W) images preprocessed for mlflow's requests, before any timing."""
     import torch
 
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA GPU is present on this machine"}
     from dxlab.models.packaged import load_packaged
-    from dxlab.serving.decode import decode_image
     from dxlab.serving.engine import LoadedModel
 
     packaged = load_packaged(uri).to("cuda")
     amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    x = packaged.preprocess([decode_image(r) for r in raws])
+    x = torch.from_numpy(np.concatenate(tensors))
     fp32 = LoadedModel("bench", "1", None, packaged, None)
     low = LoadedModel("bench", "1", None, packaged, amp)
 
@@ -578,6 +577,8 @@ def load_average() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from dxlab.serving.engine import PRECISION_TOLERANCE, PRECISIONS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared data folder")
@@ -603,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
                              "pass runs, and with one client every ms of delay is added to its latency)")
     parser.add_argument("--serve-device", default="cpu", choices=("cpu", "auto", "cuda"),
                         help="dxlab serve --device (cpu: like the baseline, whose pyfunc loads on the CPU)")
-    parser.add_argument("--dxlab-precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+    parser.add_argument("--dxlab-precision", default="auto", choices=PRECISIONS,
                         help="dxlab serve --precision (auto: bf16 on a GPU and on a CPU with native bf16)")
     parser.add_argument("--mlflow-workers", type=int, default=None,
                         help="mlflow models serve --workers (default: its own default, 1)")
@@ -759,7 +760,7 @@ def main(argv: list[str] | None = None) -> int:
             s.stop()
         servers.clear()
 
-        gpu = gpu_section(uri, raws[:16], args.gpu_seconds, args.gpu_batch)
+        gpu = gpu_section(uri, tensors[:16], args.gpu_seconds, args.gpu_batch)
     except KeyboardInterrupt:
         log("interrupted; stopping the servers")
         return 130
@@ -775,8 +776,6 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(home, ignore_errors=True)
         if synthetic:
             shutil.rmtree(synthetic, ignore_errors=True)
-
-    from dxlab.serving.engine import PRECISION_TOLERANCE
 
     agree["tolerance"] = PRECISION_TOLERANCE
     comparisons = {}
