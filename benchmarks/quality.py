@@ -212,21 +212,8 @@ def _f(x) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--only", nargs="+", choices=list(TASKS), default=list(TASKS))
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="extra config override for every task")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
-                        help="train.seed of each run (the split stays fixed), for dxlab and the plain baseline alike: "
-                             "from scratch, test AUROC moves with the seed")
-    parser.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip the plain baseline")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    if not args.data.is_dir():
-        print(f"shared data not found at {args.data}; pass --data", file=sys.stderr)
-        return 2
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+def run_all(args: argparse.Namespace) -> list[dict]:
+    """Every task of ``args.only``, each seed, and the plain baselines, in a temporary MLflow store."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="dxlab-quality-") as tmp:
         os.environ["DXLAB_HOME"] = tmp
@@ -243,6 +230,31 @@ def main(argv: list[str] | None = None) -> int:
                 row["plain_baseline"] = run_baseline(task, sources, args.seeds)
                 row["beats_baseline"] = row["auroc_mean"] is not None and row["auroc_mean"] > row["plain_baseline"]["mean"]
             rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--only", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="extra config override for every task")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="train.seed of each run (the split stays fixed), for dxlab and the plain baseline alike: "
+                             "from scratch, test AUROC moves with the seed")
+    parser.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip the plain baseline")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.data.is_dir():
+        print(f"shared data not found at {args.data}; pass --data", file=sys.stderr)
+        return 2
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from dxlab.errors import DxlabError
+
+    try:
+        rows = run_all(args)
+    except DxlabError as exc:  # a bad --set, missing data or weights: the message says what and where
+        print(f"quality benchmark stopped: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
