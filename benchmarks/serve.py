@@ -535,10 +535,10 @@ def gpu_section(uri: str, tensors: list[np.ndarray], seconds: float, batch: int)
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA GPU is present on this machine"}
     from dxlab.models.packaged import load_packaged
-    from dxlab.serving.engine import LoadedModel
+    from dxlab.serving.engine import LoadedModel, autocast_dtype, precision_name
 
     packaged = load_packaged(uri).to("cuda")
-    amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    amp = autocast_dtype(torch.device("cuda"), "auto")  # what dxlab serve --precision auto takes on this GPU
     x = torch.from_numpy(np.concatenate(tensors))
     fp32 = LoadedModel("bench", "1", None, packaged, None)
     low = LoadedModel("bench", "1", None, packaged, amp)
@@ -553,7 +553,7 @@ def gpu_section(uri: str, tensors: list[np.ndarray], seconds: float, batch: int)
             calls += 1
         return calls * n / (time.perf_counter() - start)
 
-    out = {"device": torch.cuda.get_device_name(0), "precision": str(amp).replace("torch.", ""),
+    out = {"device": torch.cuda.get_device_name(0), "precision": precision_name(amp),
            "fp32_batch1_images_per_s": round(rate(fp32, 1), 1)}
     for n in sorted({16, batch}):
         out[f"fp32_batch{n}_images_per_s"] = round(rate(fp32, n), 1)

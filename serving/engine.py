@@ -285,7 +285,7 @@ def native_bf16_cpu() -> bool:
                ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 
-def _amp_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """The autocast dtype of the forward passes; None for fp32."""
     if precision == "fp32":
         return None
@@ -676,7 +676,7 @@ class Engine:
         self.config = config
         self.metrics = metrics or Metrics()
         self.device = resolve_device(config.device)
-        self.amp_dtype = _amp_dtype(self.device, config.precision)
+        self.amp_dtype = autocast_dtype(self.device, config.precision)
         self._servers: dict[str, _ModelServer] = {}
         self._client = None
         self._stop = threading.Event()

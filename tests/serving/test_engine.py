@@ -258,11 +258,11 @@ def test_gpu_autocast_agrees_with_the_cpu(registry):
 def test_auto_precision_on_the_cpu_takes_bf16_only_where_the_cpu_computes_it(monkeypatch, native, expected):
     monkeypatch.setattr(engine_module, "native_bf16_cpu", lambda: native)
     cpu = torch.device("cpu")
-    assert engine_module._amp_dtype(cpu, "auto") is expected
-    assert engine_module._amp_dtype(cpu, "bf16") is torch.bfloat16  # asked for: given, emulated or not
-    assert engine_module._amp_dtype(cpu, "fp32") is None
+    assert engine_module.autocast_dtype(cpu, "auto") is expected
+    assert engine_module.autocast_dtype(cpu, "bf16") is torch.bfloat16  # asked for: given, emulated or not
+    assert engine_module.autocast_dtype(cpu, "fp32") is None
     with pytest.raises(ServingError, match="fp16' runs on CUDA only"):
-        engine_module._amp_dtype(cpu, "fp16")
+        engine_module.autocast_dtype(cpu, "fp16")
 
 
 def test_cpu_bf16_agrees_with_fp32(registry):
